@@ -1,0 +1,1 @@
+"""Nexus scheduling: sessions, plans, squishy bin packing, query analysis, actuation."""

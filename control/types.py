@@ -1,0 +1,117 @@
+"""Sessions, queries and plans: the `workload.json` and `plan.json` contracts of DESIGN.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from model_repo_tools.contracts import load_contract, write_contract
+
+
+class Session(BaseModel):
+    """A model served under one latency SLO at a requested rate."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    slo_ms: float = Field(gt=0)
+    rate: float = Field(ge=0)
+
+
+class Stage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    after: str | None = None
+    fanout: float = Field(default=1.0, gt=0)
+
+
+class Query(BaseModel):
+    """A tree of stages sharing one end-to-end SLO (Nexus §6.2)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1)
+    slo_ms: float = Field(gt=0)
+    rate: float = Field(ge=0)
+    stages: list[Stage] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _is_tree(self) -> Query:
+        ids = [s.id for s in self.stages]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"query {self.id}: duplicate stage id")
+        roots = [s for s in self.stages if s.after is None]
+        if len(roots) != 1:
+            raise ValueError(f"query {self.id}: needs exactly one stage without 'after'")
+        for s in self.stages:
+            if s.after is not None and s.after not in ids:
+                raise ValueError(f"query {self.id}: stage {s.id} is after unknown stage {s.after}")
+        return self
+
+
+class Workload(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    sessions: list[Session] = Field(default_factory=list)
+    queries: list[Query] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Workload:
+        ids = [s.id for s in self.sessions]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate session id {sorted(dup)[0]!r}")
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path) -> Workload:
+        return load_contract(path, cls)
+
+    def save(self, path: str | Path) -> None:
+        write_contract(path, self)
+
+
+class Allocation(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    session: str
+    model: str
+    batch: int = Field(ge=1)
+    rate: float = Field(ge=0)
+    slo_ms: float = Field(gt=0)
+
+
+class GpuPlan(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    gpu: str
+    gpu_type: str
+    duty_cycle_ms: float = Field(gt=0)
+    allocations: list[Allocation] = Field(default_factory=list)
+
+
+class Unplaced(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    session: str
+    rate: float = Field(ge=0)
+    reason: str
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    version: int = 1
+    gpus: list[GpuPlan] = Field(default_factory=list)
+    unplaced: list[Unplaced] = Field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        return load_contract(path, cls)
+
+    def save(self, path: str | Path) -> None:
+        write_contract(path, self)

@@ -1,0 +1,1 @@
+"""Local Triton fleets (the embedded default), Kubernetes, the demo and the `tnx` CLI root."""

@@ -1,0 +1,1 @@
+"""torch → ONNX (dynamic batch, verified against torch) → TensorRT."""

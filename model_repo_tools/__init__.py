@@ -1,0 +1,1 @@
+"""Triton model repositories, their validation, and the profile and fleet contracts."""

@@ -1,0 +1,46 @@
+"""The fleet contract (`fleet.json`): the executors (GPUs, or CPUs) and the servers that hold them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from model_repo_tools.contracts import load_contract, write_contract
+
+
+class FleetGpu(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1)
+    gpu_type: str = Field(min_length=1)
+    memory_bytes: int = Field(gt=0)
+    server: str = Field(min_length=1, description="gRPC host:port of the Triton server")
+    http: str | None = Field(default=None, description="HTTP host:port of the Triton server")
+    metrics: str | None = None
+    pid: int | None = None
+    log: str | None = None
+
+
+class Fleet(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    gpus: list[FleetGpu] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Fleet:
+        ids = [g.id for g in self.gpus]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate gpu id {sorted(dup)[0]!r}")
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path) -> Fleet:
+        return load_contract(path, cls)
+
+    def save(self, path: str | Path) -> None:
+        write_contract(path, self)
+
+    def by_id(self) -> dict[str, FleetGpu]:
+        return {g.id: g for g in self.gpus}

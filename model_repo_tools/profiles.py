@@ -1,0 +1,118 @@
+"""Batch-latency profiles (`profiles.json`) and the latency function l(b) of DESIGN.md.
+
+l(b) is linear between listed batch sizes, l(smallest) below the smallest, and
+undefined above the largest; memory(b) follows the same rule.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from model_repo_tools.contracts import load_contract, write_contract
+
+
+class BatchPoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch: int = Field(ge=1)
+    latency_ms: float = Field(gt=0)
+    memory_bytes: int = Field(default=0, ge=0)
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    gpu_type: str = Field(min_length=1)
+    weights_bytes: int = Field(default=0, ge=0)
+    batches: list[BatchPoint] = Field(min_length=1)
+
+    @field_validator("batches")
+    @classmethod
+    def _sorted_unique(cls, v: list[BatchPoint]) -> list[BatchPoint]:
+        v = sorted(v, key=lambda p: p.batch)
+        sizes = [p.batch for p in v]
+        if len(set(sizes)) != len(sizes):
+            raise ValueError("batch sizes must be unique")
+        return v
+
+
+class ProfileSet(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    version: int = 1
+    profiles: list[Profile] = Field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ProfileSet:
+        return load_contract(path, cls)
+
+    def save(self, path: str | Path) -> None:
+        write_contract(path, self)
+
+    def curves(self) -> dict[tuple[str, str], LatencyCurve]:
+        """(model, gpu_type) → LatencyCurve."""
+        return {(p.model, p.gpu_type): LatencyCurve.from_profile(p) for p in self.profiles}
+
+    def gpu_types(self) -> list[str]:
+        return sorted({p.gpu_type for p in self.profiles})
+
+
+@dataclass(slots=True, frozen=True)
+class LatencyCurve:
+    """l(b) and memory(b) for one (model, gpu type), as piecewise-linear functions."""
+
+    model: str
+    gpu_type: str
+    batches: tuple[int, ...]
+    latencies_ms: tuple[float, ...]
+    memories: tuple[int, ...]
+    weights_bytes: int = 0
+
+    @classmethod
+    def from_profile(cls, p: Profile) -> LatencyCurve:
+        return cls(
+            model=p.model,
+            gpu_type=p.gpu_type,
+            batches=tuple(q.batch for q in p.batches),
+            latencies_ms=tuple(q.latency_ms for q in p.batches),
+            memories=tuple(q.memory_bytes for q in p.batches),
+            weights_bytes=p.weights_bytes,
+        )
+
+    @classmethod
+    def from_points(cls, model: str, gpu_type: str, points: dict[int, float]) -> LatencyCurve:
+        sizes = sorted(points)
+        return cls(model, gpu_type, tuple(sizes), tuple(points[b] for b in sizes), (0,) * len(sizes))
+
+    @property
+    def max_batch(self) -> int:
+        return self.batches[-1]
+
+    def _interp(self, b: float, ys: tuple[float, ...] | tuple[int, ...]) -> float:
+        if b > self.batches[-1]:
+            raise ValueError(f"{self.model}/{self.gpu_type}: batch {b} above profiled {self.max_batch}")
+        if b <= self.batches[0]:
+            return float(ys[0])
+        i = bisect.bisect_left(self.batches, b)
+        if self.batches[i] == b:
+            return float(ys[i])
+        b0, b1 = self.batches[i - 1], self.batches[i]
+        y0, y1 = ys[i - 1], ys[i]
+        return y0 + (y1 - y0) * (b - b0) / (b1 - b0)
+
+    def latency(self, b: float) -> float:
+        """l(b) in milliseconds."""
+        return self._interp(b, self.latencies_ms)
+
+    def memory(self, b: float) -> float:
+        """Bytes the model holds on the GPU when run at batch b."""
+        return self._interp(b, self.memories)
+
+    def throughput(self, b: float) -> float:
+        """Requests per second when batches of b run back to back."""
+        return 1000.0 * b / self.latency(b)
