@@ -1,0 +1,533 @@
+"""KServe v2 / Triton HTTP inference wire codec, with Triton's binary tensor data extension.
+
+Implements the request and response bodies of ``POST /v2/models/{model}/infer`` as Triton
+speaks them (KServe "Open Inference Protocol" v2 plus
+https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_binary_data.md),
+so that ``tritonclient.http`` works against the router unchanged:
+
+- a body is a JSON header, optionally followed by raw tensor bytes; the HTTP header
+  ``Inference-Header-Content-Length`` gives the JSON length and each binary tensor's
+  ``parameters.binary_data_size`` its byte count, in the order the tensors are listed;
+- binary tensors are little-endian and row-major; a BYTES element is a 4-byte
+  little-endian length followed by that many bytes;
+- JSON tensors carry ``data`` as a flat or nested list; responses use flat lists.
+
+Pure functions of bytes and numpy arrays: the HTTP layer parses headers and maps
+`BadRequest` to a 400 with `error_body`.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from exporters.errors import ServerError, UserInputError
+
+INFERENCE_HEADER = "Inference-Header-Content-Length"
+
+
+class BadRequest(UserInputError):
+    """The request body is malformed or does not fit the model; str(err) names the tensor."""
+
+
+# --- datatypes ---------------------------------------------------------------------------
+
+_NUMPY: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(np.object_),
+}
+try:  # BF16 needs ml_dtypes, which tritonclient itself depends on
+    import ml_dtypes
+
+    _NUMPY["BF16"] = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover
+    pass
+
+DATATYPES: frozenset[str] = frozenset(_NUMPY)
+
+
+def numpy_dtype(datatype: str) -> np.dtype:
+    """The numpy dtype for a Triton datatype name ("FP32" -> float32); BYTES is object."""
+    try:
+        return _NUMPY[datatype]
+    except KeyError:
+        raise ValueError(f"unknown datatype {datatype!r}") from None
+
+
+def triton_datatype(dtype: np.dtype | type) -> str:
+    """The Triton datatype name for a numpy dtype; str, bytes and object arrays are BYTES."""
+    dt = np.dtype(dtype)
+    if dt.kind in "OSU":
+        return "BYTES"
+    for name, candidate in _NUMPY.items():
+        if candidate == dt:
+            return name
+    raise ValueError(f"numpy dtype {dt} has no Triton datatype")
+
+
+def _element_size(datatype: str) -> int:
+    return _NUMPY[datatype].itemsize
+
+
+# --- requests ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class InferRequest:
+    """One decoded infer request. Arrays decoded from binary data may be read-only views."""
+
+    inputs: dict[str, np.ndarray]
+    id: str | None = None
+    requested_outputs: list[str] | None = None  # None: every output of the model
+    binary_output: dict[str, bool] = field(default_factory=dict)  # per requested output
+    binary_output_default: bool = False  # request parameter binary_data_output
+    parameters: dict[str, Any] = field(default_factory=dict)  # request-level, as sent
+    input_datatypes: dict[str, str] = field(default_factory=dict)  # as declared on the wire
+
+    def wants_binary(self, output: str) -> bool:
+        """Whether `output` goes back as binary data rather than a JSON list."""
+        return self.binary_output.get(output, self.binary_output_default)
+
+
+def decode_request(body: bytes, header_length: int | None) -> InferRequest:
+    """Decode an infer request body; `header_length` is ``Inference-Header-Content-Length``."""
+    view = memoryview(body)
+    if header_length is None:
+        header_length = len(view)
+    elif header_length < 0:
+        raise BadRequest(f"{INFERENCE_HEADER} is negative ({header_length})")
+    elif header_length > len(view):
+        raise BadRequest(
+            f"{INFERENCE_HEADER} {header_length} is beyond the body's {len(view)} bytes"
+        )
+    try:
+        header = json.loads(bytes(view[:header_length]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequest(f"malformed JSON in request: {e}") from None
+    if not isinstance(header, dict):
+        raise BadRequest("request JSON must be an object")
+
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest("request 'id' must be a string")
+    parameters = header.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise BadRequest("request 'parameters' must be an object")
+    binary_default = parameters.get("binary_data_output", False)
+    if not isinstance(binary_default, bool):
+        raise BadRequest("request parameter 'binary_data_output' must be a boolean")
+
+    raw_inputs = header.get("inputs")
+    if not isinstance(raw_inputs, list):
+        raise BadRequest("request has no 'inputs' list")
+    inputs: dict[str, np.ndarray] = {}
+    datatypes: dict[str, str] = {}
+    offset = header_length
+    for i, raw in enumerate(raw_inputs):
+        name, datatype, shape, params = _tensor_header(raw, f"inputs[{i}]", "input")
+        if name in inputs:
+            raise BadRequest(f"input '{name}': given more than once")
+        if "shared_memory_region" in params:
+            raise BadRequest(f"input '{name}': shared memory is not supported by the router")
+        if "binary_data_size" in params:
+            size = params["binary_data_size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise BadRequest(f"input '{name}': binary_data_size must be a non-negative integer")
+            if "data" in raw:
+                raise BadRequest(f"input '{name}': has both 'data' and binary_data_size")
+            end = offset + size
+            if end > len(view):
+                raise BadRequest(
+                    f"input '{name}': binary_data_size {size} runs past the end of the body "
+                    f"({len(view) - offset} bytes left after the JSON header of "
+                    f"{header_length} bytes)"
+                )
+            array = _from_binary(view[offset:end], datatype, shape, f"input '{name}'")
+            offset = end
+        elif "data" in raw:
+            array = _from_json(raw["data"], datatype, shape, f"input '{name}'")
+        else:
+            raise BadRequest(f"input '{name}': has neither 'data' nor binary_data_size")
+        inputs[name] = array
+        datatypes[name] = datatype
+    if offset != len(view):
+        raise BadRequest(
+            f"body has {len(view) - offset} bytes after the last binary input "
+            f"(the inputs' binary_data_size sum to {offset - header_length}, "
+            f"the body carries {len(view) - header_length} after the JSON header)"
+        )
+
+    requested: list[str] | None = None
+    binary_output: dict[str, bool] = {}
+    raw_outputs = header.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise BadRequest("request 'outputs' must be a list")
+        requested = []
+        for i, raw in enumerate(raw_outputs):
+            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+                raise BadRequest(f"outputs[{i}] must be an object with a string 'name'")
+            name = raw["name"]
+            if name in binary_output:
+                raise BadRequest(f"output '{name}': requested more than once")
+            params = raw.get("parameters", {})
+            if not isinstance(params, dict):
+                raise BadRequest(f"output '{name}': 'parameters' must be an object")
+            if "shared_memory_region" in params:
+                raise BadRequest(f"output '{name}': shared memory is not supported by the router")
+            if params.get("classification", 0):
+                raise BadRequest(f"output '{name}': classification is not supported by the router")
+            binary = params.get("binary_data", binary_default)
+            if not isinstance(binary, bool):
+                raise BadRequest(f"output '{name}': parameter binary_data must be a boolean")
+            requested.append(name)
+            binary_output[name] = binary
+
+    return InferRequest(
+        inputs=inputs,
+        id=request_id,
+        requested_outputs=requested,
+        binary_output=binary_output,
+        binary_output_default=binary_default,
+        parameters=parameters,
+        input_datatypes=datatypes,
+    )
+
+
+def _tensor_header(raw: Any, where: str, kind: str) -> tuple[str, str, list[int], dict]:
+    if not isinstance(raw, dict):
+        raise BadRequest(f"{where} must be an object")
+    name = raw.get("name")
+    if not isinstance(name, str):
+        raise BadRequest(f"{where} has no string 'name'")
+    label = f"{kind} '{name}'"
+    datatype = raw.get("datatype")
+    if datatype is None:
+        raise BadRequest(f"{label}: missing 'datatype'")
+    if datatype not in _NUMPY:
+        raise BadRequest(
+            f"{label}: unknown datatype {datatype!r} (expected one of {', '.join(_NUMPY)})"
+        )
+    shape = raw.get("shape")
+    if shape is None:
+        raise BadRequest(f"{label}: missing 'shape'")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise BadRequest(f"{label}: shape {shape!r} must be a list of non-negative integers")
+    params = raw.get("parameters", {})
+    if not isinstance(params, dict):
+        raise BadRequest(f"{label}: 'parameters' must be an object")
+    return name, datatype, shape, params
+
+
+def _from_binary(buf: memoryview, datatype: str, shape: list[int], label: str) -> np.ndarray:
+    count = _prod(shape)
+    if datatype == "BYTES":
+        elements = _split_bytes(buf, label)
+        if len(elements) != count:
+            raise BadRequest(
+                f"{label}: binary data holds {len(elements)} BYTES elements, "
+                f"shape {shape} needs {count}"
+            )
+        array = np.empty(count, dtype=np.object_)
+        array[:] = elements
+        return array.reshape(shape)
+    expected = count * _element_size(datatype)
+    if len(buf) != expected:
+        raise BadRequest(
+            f"{label}: binary_data_size is {len(buf)} bytes, {datatype} shape {shape} "
+            f"needs {expected}"
+        )
+    return np.frombuffer(buf, dtype=_NUMPY[datatype]).reshape(shape)
+
+
+def _split_bytes(buf: memoryview, label: str) -> list[bytes]:
+    elements = []
+    offset, end = 0, len(buf)
+    while offset < end:
+        if offset + 4 > end:
+            raise BadRequest(f"{label}: BYTES data ends inside an element's 4-byte length")
+        (length,) = struct.unpack_from("<I", buf, offset)
+        offset += 4
+        if offset + length > end:
+            raise BadRequest(
+                f"{label}: BYTES element {len(elements)} claims {length} bytes, "
+                f"only {end - offset} remain"
+            )
+        elements.append(bytes(buf[offset : offset + length]))
+        offset += length
+    return elements
+
+
+_JSON_KINDS = {  # numpy kinds of the inferred array that each datatype accepts from JSON
+    "BOOL": "b",
+    "UINT8": "iu",
+    "UINT16": "iu",
+    "UINT32": "iu",
+    "UINT64": "iu",
+    "INT8": "iu",
+    "INT16": "iu",
+    "INT32": "iu",
+    "INT64": "iu",
+    "FP16": "iuf",
+    "FP32": "iuf",
+    "FP64": "iuf",
+    "BF16": "iuf",
+}
+
+
+def _from_json(data: Any, datatype: str, shape: list[int], label: str) -> np.ndarray:
+    count = _prod(shape)
+    if not isinstance(data, list):
+        data = [data]  # a lone scalar, as some clients send for shape [1] or []
+    if datatype == "BYTES":
+        flat = _flatten(data)
+        if len(flat) != count:
+            raise BadRequest(
+                f"{label}: 'data' has {len(flat)} elements, shape {shape} needs {count}"
+            )
+        if not all(isinstance(x, str) for x in flat):
+            raise BadRequest(f"{label}: BYTES 'data' must be strings")
+        array = np.empty(count, dtype=np.object_)
+        array[:] = [x.encode() for x in flat]
+        return array.reshape(shape)
+    try:
+        parsed = np.asarray(data)
+    except ValueError:  # ragged nesting: Triton reads nested lists by flattening them
+        parsed = np.asarray(_flatten(data))
+    if parsed.size != count:
+        raise BadRequest(f"{label}: 'data' has {parsed.size} elements, shape {shape} needs {count}")
+    if count == 0:
+        return np.empty(shape, dtype=_NUMPY[datatype])
+    target = _NUMPY[datatype]
+    if target.kind in "iu" and parsed.dtype.kind not in "iu":
+        # numpy reads [2**64 - 1, 3] as float64; redo integers past int64 exactly
+        flat = _flatten(data)
+        if flat and all(type(x) is int for x in flat):
+            info = np.iinfo(target)
+            if min(flat) < info.min or max(flat) > info.max:
+                raise BadRequest(f"{label}: 'data' has values outside the range of {datatype}")
+            return np.array(flat, dtype=target).reshape(shape)
+    if parsed.dtype.kind not in _JSON_KINDS[datatype]:
+        what = {"b": "booleans", "iu": "integers", "iuf": "numbers"}[_JSON_KINDS[datatype]]
+        raise BadRequest(f"{label}: {datatype} 'data' must be {what}")
+    if target.kind in "iu":
+        info = np.iinfo(target)
+        if parsed.min() < info.min or parsed.max() > info.max:
+            raise BadRequest(f"{label}: 'data' has values outside the range of {datatype}")
+    return parsed.astype(target).reshape(shape)
+
+
+def _flatten(data: list) -> list:
+    flat: list = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
+
+
+def _prod(shape: Iterable[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+# --- validation against the model -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """A model tensor: dims exclude the batch axis when `batched`; -1 is a variable dim."""
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+    batched: bool = False
+
+    def expected_shape(self) -> list[int]:
+        return [-1, *self.dims] if self.batched else list(self.dims)
+
+
+def specs_from_metadata(
+    metadata: Mapping[str, Any], max_batch_size: int
+) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """(inputs, outputs) from Triton's ``GET /v2/models/{m}`` JSON and the config's
+    max_batch_size; with max_batch_size > 0 the metadata shapes lead with the -1 batch dim."""
+    batched = max_batch_size > 0
+    model = metadata.get("name", "?")
+    result: tuple[list[TensorSpec], list[TensorSpec]] = ([], [])
+    for kind, specs in zip(("inputs", "outputs"), result, strict=True):
+        for tensor in metadata.get(kind, []):
+            shape = [int(d) for d in tensor["shape"]]
+            if batched:
+                if not shape or shape[0] != -1:
+                    raise ServerError(
+                        f"model '{model}' {kind[:-1]} '{tensor['name']}': metadata shape "
+                        f"{shape} lacks the leading -1 batch dimension of max_batch_size "
+                        f"{max_batch_size}"
+                    )
+                shape = shape[1:]
+            specs.append(TensorSpec(tensor["name"], tensor["datatype"], tuple(shape), batched))
+    return result
+
+
+def validate_inputs(
+    req: InferRequest,
+    expected: list[TensorSpec],
+    *,
+    outputs: Iterable[str] | None = None,
+    max_batch_size: int = 0,
+) -> int | None:
+    """Check the request's inputs (and requested outputs, given the model's output names)
+    against the model; return the batch size of a batched model, else None."""
+    specs = {s.name: s for s in expected}
+    for name in req.inputs:
+        if name not in specs:
+            raise BadRequest(
+                f"input '{name}': unknown input (the model takes {', '.join(specs) or 'none'})"
+            )
+    batch: int | None = None
+    batch_from = ""
+    for spec in expected:
+        if spec.name not in req.inputs:
+            raise BadRequest(
+                f"input '{spec.name}': missing ({spec.datatype} {spec.expected_shape()})"
+            )
+        array = req.inputs[spec.name]
+        datatype = req.input_datatypes.get(spec.name) or triton_datatype(array.dtype)
+        if datatype != spec.datatype:
+            raise BadRequest(
+                f"input '{spec.name}': datatype {datatype} does not match the model's "
+                f"{spec.datatype}"
+            )
+        shape = list(array.shape)
+        want = spec.expected_shape()
+        if len(shape) != len(want) or any(
+            w != -1 and w != s for s, w in zip(shape, want, strict=True)
+        ):
+            raise BadRequest(f"input '{spec.name}': shape {shape} does not match {want}")
+        if spec.batched:
+            if shape[0] < 1:
+                raise BadRequest(f"input '{spec.name}': batch size must be at least 1")
+            if 0 < max_batch_size < shape[0]:
+                raise BadRequest(
+                    f"input '{spec.name}': batch size {shape[0]} exceeds the model's "
+                    f"max_batch_size {max_batch_size}"
+                )
+            if batch is None:
+                batch, batch_from = shape[0], spec.name
+            elif shape[0] != batch:
+                raise BadRequest(
+                    f"input '{spec.name}': batch size {shape[0]} differs from input "
+                    f"'{batch_from}' ({batch})"
+                )
+    if outputs is not None and req.requested_outputs is not None:
+        known = list(outputs)
+        for name in req.requested_outputs:
+            if name not in known:
+                raise BadRequest(
+                    f"output '{name}': unknown output (the model gives {', '.join(known)})"
+                )
+    return batch
+
+
+# --- responses ---------------------------------------------------------------------------
+
+
+def encode_response(
+    model_name: str,
+    model_version: str,
+    outputs: Mapping[str, np.ndarray],
+    request: InferRequest,
+    id: str | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """The response body and its extra HTTP headers (Content-Type, and the JSON header
+    length when any output is binary), giving the outputs the request asked for."""
+    names = list(outputs) if request.requested_outputs is None else request.requested_outputs
+    response_id = request.id if id is None else id
+    header: dict[str, Any] = {"model_name": model_name, "model_version": str(model_version)}
+    if response_id is not None:
+        header["id"] = response_id
+    tensors: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for name in names:
+        if name not in outputs:
+            raise BadRequest(f"output '{name}': the model did not produce it")
+        array = np.asarray(outputs[name])
+        datatype = triton_datatype(array.dtype)
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if request.wants_binary(name):
+            raw = _to_binary(array, datatype)
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            tensor["data"] = _to_json(array, datatype, name)
+        tensors.append(tensor)
+    header["outputs"] = tensors
+    head = json.dumps(header, separators=(",", ":")).encode()
+    if not chunks:
+        return head, {"Content-Type": "application/json"}
+    return b"".join([head, *chunks]), {
+        "Content-Type": "application/octet-stream",
+        INFERENCE_HEADER: str(len(head)),
+    }
+
+
+def _bytes_elements(array: np.ndarray) -> list[bytes]:
+    out = []
+    for x in array.reshape(-1).tolist():
+        if isinstance(x, bytes):
+            out.append(x)
+        elif isinstance(x, str):
+            out.append(x.encode())
+        else:
+            out.append(str(x).encode())
+    return out
+
+
+def _to_binary(array: np.ndarray, datatype: str) -> bytes:
+    if datatype == "BYTES":
+        return b"".join(struct.pack("<I", len(b)) + b for b in _bytes_elements(array))
+    return np.ascontiguousarray(array, dtype=_NUMPY[datatype]).tobytes()
+
+
+def _to_json(array: np.ndarray, datatype: str, name: str) -> list:
+    if datatype == "BYTES":
+        try:
+            return [b.decode() for b in _bytes_elements(array)]
+        except UnicodeDecodeError:
+            raise BadRequest(
+                f"output '{name}': BYTES data is not UTF-8; request it with binary_data"
+            ) from None
+    if datatype == "BF16":
+        array = array.astype(np.float32)
+    return array.reshape(-1).tolist()
+
+
+def error_body(message: str, **extra: Any) -> bytes:
+    """A KServe error body, ``{"error": message, ...}``."""
+    return json.dumps({"error": message, **extra}).encode()
