@@ -87,7 +87,9 @@ class LatencyCurve:
     @classmethod
     def from_points(cls, model: str, gpu_type: str, points: dict[int, float]) -> LatencyCurve:
         sizes = sorted(points)
-        return cls(model, gpu_type, tuple(sizes), tuple(points[b] for b in sizes), (0,) * len(sizes))
+        return cls(
+            model, gpu_type, tuple(sizes), tuple(points[b] for b in sizes), (0,) * len(sizes)
+        )
 
     @property
     def max_batch(self) -> int:
@@ -95,7 +97,9 @@ class LatencyCurve:
 
     def _interp(self, b: float, ys: tuple[float, ...] | tuple[int, ...]) -> float:
         if b > self.batches[-1]:
-            raise ValueError(f"{self.model}/{self.gpu_type}: batch {b} above profiled {self.max_batch}")
+            raise ValueError(
+                f"{self.model}/{self.gpu_type}: batch {b} above profiled {self.max_batch}"
+            )
         if b <= self.batches[0]:
             return float(ys[0])
         i = bisect.bisect_left(self.batches, b)

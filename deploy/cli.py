@@ -1,0 +1,84 @@
+"""The `tnx` command: one Typer app with a sub-app per package.
+
+It sits in deploy/ because it is the one place allowed to import every package.
+Each package keeps its commands in its own `cli.py`; this module only mounts them
+and turns the project's errors into one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from exporters.errors import TnxError
+
+app = typer.Typer(
+    name="tnx",
+    help="Control plane for fleets of NVIDIA Triton Inference Servers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+bench_app = typer.Typer(
+    help="Benchmarks: each prints a table to record in BENCHMARKS.md.", no_args_is_help=True
+)
+
+
+def _mount() -> None:
+    # Sub-apps register here; each import is cheap (heavy libraries load inside commands).
+    from deploy.cli_fleet import fleet_app
+    from exporters.cli import export
+    from model_repo_tools.cli import repo_app
+
+    app.command("export", help="Export a torch module to ONNX (and TensorRT), verified.")(export)
+    app.add_typer(repo_app, name="repo", help="Triton model repositories.")
+    app.add_typer(fleet_app, name="fleet", help="A local fleet of real tritonserver processes.")
+    # --- scheduler (control/cli.py) ---
+    try:
+        from control.cli import bench_plan, plan
+    except ImportError:  # the scheduler's CLI is not there yet
+        pass
+    else:
+        app.command("plan", help="Plan sessions onto GPUs (Nexus squishy bin packing).")(plan)
+        bench_app.command("plan", help="Scheduler benchmark on the H200 profiles.")(bench_plan)
+    # --- router (router/cli.py) ---
+    try:
+        from router.cli import router_app
+    except ImportError:
+        pass
+    else:
+        app.add_typer(router_app, name="router", help="The SLO-aware data plane.")
+    try:
+        from router.cli import bench_router
+    except ImportError:
+        pass
+    else:
+        bench_app.command("router", help="Router goodput under Poisson load.")(bench_router)
+    from deploy.demo import demo
+
+    app.command("demo", help="The main job on the embedded default: export, serve, infer.")(demo)
+    app.add_typer(bench_app, name="bench")
+
+
+def main() -> None:
+    _mount()
+    try:
+        app(standalone_mode=False)
+    except TnxError as err:
+        typer.echo(f"tnx: error: {err}", err=True)
+        sys.exit(1)
+    except typer.Abort:
+        typer.echo("tnx: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as err:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        if isinstance(err, click.exceptions.Exit):
+            sys.exit(err.exit_code)
+        raise

@@ -1,0 +1,260 @@
+"""A local fleet of real `tritonserver` processes: the embedded default executor pool.
+
+Each server gets free loopback ports (HTTP, gRPC, metrics), explicit model
+control and its own log file, and is started in its own process group so that
+stopping it also stops its Python-backend stubs. Shutdown is terminate, then
+kill after a grace period (as Triton Model Analyzer does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from deploy.hardware import Executor, detect_executors
+from deploy.triton import find_tritonserver
+from exporters.errors import FleetError
+from model_repo_tools.fleet import Fleet, FleetGpu
+
+HOST = "127.0.0.1"
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass(slots=True)
+class ServerSpec:
+    index: int
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    log: Path
+    executor: Executor
+
+
+def _choose_ports(n: int, base_port: int | None) -> list[tuple[int, int, int]]:
+    if base_port is None:
+        taken: set[int] = set()
+        out = []
+        for _ in range(n):
+            trio = []
+            while len(trio) < 3:
+                p = free_port()
+                if p not in taken:
+                    taken.add(p)
+                    trio.append(p)
+            out.append((trio[0], trio[1], trio[2]))
+        return out
+    out = [(base_port + 3 * i, base_port + 3 * i + 1, base_port + 3 * i + 2) for i in range(n)]
+    for trio in out:
+        for p in trio:
+            if not port_is_free(p):
+                raise FleetError(f"port {HOST}:{p} is already taken (--base-port {base_port})")
+    return out
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    errors = [ln for ln in text if ln[:1] == "E" or "error" in ln.lower()]
+    return " | ".join((errors or text)[-lines:])
+
+
+def _wait_ready(proc: subprocess.Popen, spec: ServerSpec, deadline: float) -> None:
+    url = f"http://{HOST}:{spec.http_port}/v2/health/ready"
+    with httpx.Client(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise FleetError(
+                    f"tritonserver {spec.index} (http {HOST}:{spec.http_port}) exited with code "
+                    f"{proc.returncode} at start: {_log_tail(spec.log)} (log: {spec.log})"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(url).status_code == 200:
+                    return
+            time.sleep(0.1)
+    raise FleetError(f"tritonserver {spec.index} not ready within timeout (log: {spec.log})")
+
+
+def start_fleet(
+    n: int,
+    repo: Path,
+    state_dir: Path,
+    tritonserver: str | None = None,
+    base_port: int | None = None,
+    ready_timeout_s: float = 90.0,
+    extra_args: Iterable[str] = (),
+) -> Fleet:
+    """Start n servers over one repository; return the fleet once every server is ready.
+
+    Any failure stops the servers already started before the error propagates.
+    """
+    if n < 1:
+        raise FleetError("--servers must be at least 1")
+    repo = Path(repo).resolve()
+    if not repo.is_dir():
+        raise FleetError(f"model repository {repo} is not a directory")
+    install = find_tritonserver(tritonserver)
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    executors = detect_executors(n)
+    specs = [
+        ServerSpec(i, h, g, m, state_dir / f"triton-{i}.log", executors[i])
+        for i, (h, g, m) in enumerate(_choose_ports(n, base_port))
+    ]
+    procs: list[subprocess.Popen] = []
+    try:
+        for spec in specs:
+            args = install.args() + [
+                f"--model-repository={repo}",
+                "--model-control-mode=explicit",
+                f"--http-address={HOST}",
+                f"--grpc-address={HOST}",
+                f"--http-port={spec.http_port}",
+                f"--grpc-port={spec.grpc_port}",
+                f"--metrics-port={spec.metrics_port}",
+                "--allow-metrics=true",
+                "--exit-timeout-secs=5",
+                "--log-verbose=0",
+                *extra_args,
+            ]
+            env = install.env()
+            env.update(spec.executor.env)
+            with open(spec.log, "wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        args,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                )
+        deadline = time.monotonic() + ready_timeout_s
+        for spec, proc in zip(specs, procs, strict=True):
+            _wait_ready(proc, spec, deadline)
+    except BaseException:
+        stop_pids([p.pid for p in procs])
+        raise
+    return Fleet(
+        gpus=[
+            FleetGpu(
+                id=f"triton-{s.index}/0",
+                gpu_type=s.executor.gpu_type,
+                memory_bytes=s.executor.memory_bytes,
+                server=f"{HOST}:{s.grpc_port}",
+                http=f"{HOST}:{s.http_port}",
+                metrics=f"{HOST}:{s.metrics_port}",
+                pid=p.pid,
+                log=str(s.log),
+            )
+            for s, p in zip(specs, procs, strict=True)
+        ]
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0): reap it if we can.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return _is_running(pid)
+    return done == 0
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def is_tritonserver(pid: int) -> bool:
+    """Guard against pid reuse: only signal processes that are tritonserver."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return False
+    return cmd.endswith(b"tritonserver")
+
+
+def stop_pids(pids: Iterable[int], grace_s: float = 10.0) -> None:
+    """SIGTERM each server's process group, then SIGKILL what is left after the grace period."""
+    pids = [p for p in pids if p]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        # The group may hold stubs even after the server itself has gone.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def stop_fleet(fleet: Fleet, grace_s: float = 10.0) -> list[str]:
+    """Stop every server of the fleet that is still ours; return the ids stopped."""
+    stopped = [g for g in fleet.gpus if g.pid and is_tritonserver(g.pid)]
+    stop_pids([g.pid for g in stopped if g.pid], grace_s=grace_s)
+    return [g.id for g in stopped]
+
+
+@dataclass(slots=True)
+class ServerHealth:
+    id: str
+    http: str | None
+    pid: int | None
+    running: bool
+    live: bool
+    ready: bool
+    log: str | None
+
+
+def fleet_health(fleet: Fleet) -> list[ServerHealth]:
+    out = []
+    with httpx.Client(timeout=2.0) as client:
+        for g in fleet.gpus:
+            running = bool(g.pid) and _is_running(g.pid) and is_tritonserver(g.pid)
+            live = ready = False
+            if g.http:
+                with contextlib.suppress(httpx.HTTPError):
+                    live = client.get(f"http://{g.http}/v2/health/live").status_code == 200
+                with contextlib.suppress(httpx.HTTPError):
+                    ready = client.get(f"http://{g.http}/v2/health/ready").status_code == 200
+            out.append(ServerHealth(g.id, g.http, g.pid, running, live, ready, g.log))
+    return out

@@ -1,0 +1,65 @@
+"""Triton Python-backend model that serves an ONNX file with onnxruntime.
+
+This file is copied verbatim into a repository as `<model>/<version>/model.py`;
+it runs inside Triton's Python stub, so it imports only numpy, onnxruntime and
+`triton_python_backend_utils`. Every request of one `execute` call is
+concatenated on axis 0 and run as a single onnxruntime batch, then split back:
+the batch the router (or Triton's dynamic batcher) formed is the batch that runs.
+
+Config parameters: `onnx_file` (default model.onnx, relative to the version
+folder), `intra_op_threads` (default 1).
+"""
+
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        folder = os.path.join(args["model_repository"], args["model_version"])
+        path = os.path.join(folder, params.get("onnx_file") or "model.onnx")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(params.get("intra_op_threads") or 1)
+        opts.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        if args.get("model_instance_kind") == "GPU":
+            device = int(args.get("model_instance_device_id") or 0)
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device}))
+        available = set(ort.get_available_providers())
+        providers = [p for p in providers if (p[0] if isinstance(p, tuple) else p) in available]
+        self.session = ort.InferenceSession(path, sess_options=opts, providers=providers)
+        self.input_names = [i["name"] for i in config["input"]]
+        self.outputs = [
+            (o["name"], pb_utils.triton_string_to_numpy(o["data_type"])) for o in config["output"]
+        ]
+
+    def execute(self, requests):
+        feeds, sizes = {}, []
+        for name in self.input_names:
+            parts = [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
+            if not sizes:
+                sizes = [p.shape[0] for p in parts]
+            feeds[name] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        names = [n for n, _ in self.outputs]
+        try:
+            results = self.session.run(names, feeds)
+        except Exception as err:  # report per request instead of crashing the stub
+            error = pb_utils.TritonError(f"onnxruntime: {err}")
+            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        responses, start = [], 0
+        for size in sizes:
+            tensors = [
+                pb_utils.Tensor(
+                    n, np.ascontiguousarray(res[start : start + size].astype(dt, copy=False))
+                )
+                for (n, dt), res in zip(self.outputs, results)
+            ]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            start += size
+        return responses
