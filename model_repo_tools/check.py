@@ -58,7 +58,7 @@ def _compare_io(name: str, kind: str, declared, actual, batched: bool) -> list[P
         want = t.dims[1:] if batched else t.dims
         dims = tuple(d.dims)
         if len(dims) != len(want) or any(
-            a != b and b != -1 and a != -1 for a, b in zip(dims, want)
+            a != b and b != -1 and a != -1 for a, b in zip(dims, want, strict=False)
         ):
             problems.append(
                 Problem(

@@ -58,7 +58,7 @@ class TritonPythonModel:
                 pb_utils.Tensor(
                     n, np.ascontiguousarray(res[start : start + size].astype(dt, copy=False))
                 )
-                for (n, dt), res in zip(self.outputs, results)
+                for (n, dt), res in zip(self.outputs, results, strict=True)
             ]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += size
