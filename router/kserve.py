@@ -105,9 +105,20 @@ class InferRequest:
         return self.binary_output.get(output, self.binary_output_default)
 
 
+def header_length(value: str | None) -> int | None:
+    """The ``Inference-Header-Content-Length`` HTTP header as `decode_request` takes it."""
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise BadRequest(f"{INFERENCE_HEADER} {value!r} is not an integer") from None
+
+
 def decode_request(body: bytes, header_length: int | None) -> InferRequest:
     """Decode an infer request body; `header_length` is ``Inference-Header-Content-Length``."""
     view = memoryview(body)
+    has_header = header_length is not None
     if header_length is None:
         header_length = len(view)
     elif header_length < 0:
@@ -157,6 +168,7 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
                     f"input '{name}': binary_data_size {size} runs past the end of the body "
                     f"({len(view) - offset} bytes left after the JSON header of "
                     f"{header_length} bytes)"
+                    + ("" if has_header else f"; binary inputs need the {INFERENCE_HEADER} header")
                 )
             array = _from_binary(view[offset:end], datatype, shape, f"input '{name}'")
             offset = end
@@ -173,32 +185,7 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
             f"the body carries {len(view) - header_length} after the JSON header)"
         )
 
-    requested: list[str] | None = None
-    binary_output: dict[str, bool] = {}
-    raw_outputs = header.get("outputs")
-    if raw_outputs is not None:
-        if not isinstance(raw_outputs, list):
-            raise BadRequest("request 'outputs' must be a list")
-        requested = []
-        for i, raw in enumerate(raw_outputs):
-            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-                raise BadRequest(f"outputs[{i}] must be an object with a string 'name'")
-            name = raw["name"]
-            if name in binary_output:
-                raise BadRequest(f"output '{name}': requested more than once")
-            params = raw.get("parameters", {})
-            if not isinstance(params, dict):
-                raise BadRequest(f"output '{name}': 'parameters' must be an object")
-            if "shared_memory_region" in params:
-                raise BadRequest(f"output '{name}': shared memory is not supported by the router")
-            if params.get("classification", 0):
-                raise BadRequest(f"output '{name}': classification is not supported by the router")
-            binary = params.get("binary_data", binary_default)
-            if not isinstance(binary, bool):
-                raise BadRequest(f"output '{name}': parameter binary_data must be a boolean")
-            requested.append(name)
-            binary_output[name] = binary
-
+    requested, binary_output = _decode_outputs(header.get("outputs"), binary_default)
     return InferRequest(
         inputs=inputs,
         id=request_id,
@@ -208,6 +195,36 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
         parameters=parameters,
         input_datatypes=datatypes,
     )
+
+
+def _decode_outputs(
+    raw_outputs: Any, binary_default: bool
+) -> tuple[list[str] | None, dict[str, bool]]:
+    if not raw_outputs:  # absent or empty: Triton returns every output
+        return None, {}
+    if not isinstance(raw_outputs, list):
+        raise BadRequest("request 'outputs' must be a list")
+    requested: list[str] = []
+    binary_output: dict[str, bool] = {}
+    for i, raw in enumerate(raw_outputs):
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise BadRequest(f"outputs[{i}] must be an object with a string 'name'")
+        name = raw["name"]
+        if name in binary_output:
+            raise BadRequest(f"output '{name}': requested more than once")
+        params = raw.get("parameters", {})
+        if not isinstance(params, dict):
+            raise BadRequest(f"output '{name}': 'parameters' must be an object")
+        if "shared_memory_region" in params:
+            raise BadRequest(f"output '{name}': shared memory is not supported by the router")
+        if params.get("classification", 0):
+            raise BadRequest(f"output '{name}': classification is not supported by the router")
+        binary = params.get("binary_data", binary_default)
+        if not isinstance(binary, bool):
+            raise BadRequest(f"output '{name}': parameter binary_data must be a boolean")
+        requested.append(name)
+        binary_output[name] = binary
+    return requested, binary_output
 
 
 def _tensor_header(raw: Any, where: str, kind: str) -> tuple[str, str, list[int], dict]:

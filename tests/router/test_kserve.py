@@ -8,6 +8,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from tritonclient.utils import serialize_byte_tensor
 
 from exporters.errors import UserInputError
@@ -18,6 +21,7 @@ from router.kserve import (
     decode_request,
     encode_response,
     error_body,
+    header_length,
     numpy_dtype,
     specs_from_metadata,
     triton_datatype,
@@ -155,6 +159,42 @@ def test_response_id_override_and_json_is_flat_row_major():
     ]
 
 
+def test_zero_size_tensors_and_empty_output_list():
+    empty = np.zeros((0, 3), np.float32)
+    no_strings = np.empty((0,), dtype=np.object_)
+    for binary in (True, False):
+        req = decode_request(*client_request({"x": empty, "s": no_strings}, binary=binary))
+        assert_same(req.inputs["x"], empty)
+        assert req.inputs["s"].shape == (0,)
+    body, headers = encode_response("m", "1", {"x": empty, "s": no_strings}, req)
+    result = parse(body, headers)
+    assert_same(result.as_numpy("x"), empty)
+    assert result.as_numpy("s").shape == (0,)
+    req = decode_request(_json([{**X_FP32, "data": [1, 2]}], outputs=[]), None)
+    assert req.requested_outputs is None
+
+
+_DTYPES = [np.float32, np.float16, np.float64, np.int64, np.int8, np.uint32, np.bool_]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hnp.arrays(
+        st.sampled_from(_DTYPES),
+        hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=4),
+        elements={"allow_nan": False},
+    ),
+    st.booleans(),
+    st.booleans(),
+)
+def test_round_trip_property(array, binary_in, binary_out):
+    outputs = [httpclient.InferRequestedOutput("x", binary_data=binary_out)]
+    req = decode_request(*client_request({"x": array}, binary=binary_in, outputs=outputs))
+    assert_same(req.inputs["x"], array)
+    body, headers = encode_response("m", "1", req.inputs, req)
+    assert_same(parse(body, headers).as_numpy("x"), array)
+
+
 def test_bf16_binary_round_trip():
     array = np.array([[1.5, -2.0], [0.25, 3.0]], dtype=ml_dtypes.bfloat16)
     req = decode_request(*client_request({"x": array}))
@@ -218,6 +258,13 @@ def test_datatype_helpers():
         numpy_dtype("FP8")
     with pytest.raises(ValueError):
         triton_datatype(np.complex64)
+
+
+def test_header_length():
+    assert header_length(None) is None
+    assert header_length(" 42") == 42
+    with pytest.raises(BadRequest, match="Inference-Header-Content-Length 'x' is not an integer"):
+        header_length("x")
 
 
 def test_error_body():
@@ -306,7 +353,11 @@ DECODE_ERRORS = {
     ),
     "binary without header length": (
         (_binary({**X_FP32, "parameters": {"binary_data_size": 8}}, b"")[0], None),
-        "input 'x': binary_data_size 8 runs past the end",
+        "binary inputs need the Inference-Header-Content-Length header",
+    ),
+    "uint64 out of range": (
+        (_json([{"name": "u", "datatype": "UINT64", "shape": [2], "data": [2**64, 1]}]), None),
+        "input 'u': 'data' has values outside the range of UINT64",
     ),
     "trailing bytes": (
         _binary({**X_FP32, "parameters": {"binary_data_size": 8}}, b"\0" * 12),
