@@ -105,7 +105,7 @@ class InferRequest:
         return self.binary_output.get(output, self.binary_output_default)
 
 
-def header_length(value: str | None) -> int | None:
+def parse_header_length(value: str | None) -> int | None:
     """The ``Inference-Header-Content-Length`` HTTP header as `decode_request` takes it."""
     if value is None:
         return None

@@ -21,8 +21,8 @@ from router.kserve import (
     decode_request,
     encode_response,
     error_body,
-    header_length,
     numpy_dtype,
+    parse_header_length,
     specs_from_metadata,
     triton_datatype,
     validate_inputs,
@@ -260,11 +260,11 @@ def test_datatype_helpers():
         triton_datatype(np.complex64)
 
 
-def test_header_length():
-    assert header_length(None) is None
-    assert header_length(" 42") == 42
+def test_parse_header_length():
+    assert parse_header_length(None) is None
+    assert parse_header_length(" 42") == 42
     with pytest.raises(BadRequest, match="Inference-Header-Content-Length 'x' is not an integer"):
-        header_length("x")
+        parse_header_length("x")
 
 
 def test_error_body():
