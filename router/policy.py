@@ -1,0 +1,455 @@
+"""Batching and drop policy of the router, as a synchronous state machine.
+
+Implements Nexus's dispatch (Shen et al., SOSP 2019, §6.3 and the released
+`GetBatchTaskSlidingWindow`): per session an earliest-deadline-first queue,
+per GPU a dispatcher that visits its sessions round robin within the plan's
+duty cycle, and batches formed by the sliding window with early drop. No I/O,
+no clock, no asyncio: every event carries `now` (ms) and returns actions
+(`router.types`), so the simulator and the asyncio router run this same code.
+
+Decisions worth knowing:
+
+- **One shared queue per session.** When the plan splits a session over
+  several GPUs, its requests wait in one EDF queue that any of those GPUs
+  pulls from (each at its own planned batch size). Load then balances itself,
+  a GPU going down strands nothing, and a plan switch moves whole queues.
+- **Round robin within the duty cycle, work-conserving.** A free GPU first
+  serves the sessions that have not had a batch in the current cycle (the
+  plan's "one batch per session per cycle"), continuing round robin; if none
+  of those has work it serves the others rather than idle.
+- **Sliding window** (`early`): window = the head run of the queue holding at
+  most the planned batch (fewer when the queue is short); while the head's
+  deadline < now + l(window), drop the head and slide. The first window that
+  can finish in time is the batch. l is `router.latency`'s corrected estimate.
+  Between dispatches a timer drops a head that could no longer finish even
+  alone on the fastest up GPU, so a doomed request is answered at once.
+  `lazy` drops only what has expired; `none` never drops for time.
+- **Failure.** A failed batch marks its GPU down; its requests go back to
+  their session's queue if another up GPU could still finish them in time,
+  else they are dropped `server_down`. Sessions left without an up GPU drop
+  their queue `server_down`; arrivals to them are dropped `no_server`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from control.types import Plan
+from exporters.errors import UserInputError
+from model_repo_tools.profiles import LatencyCurve
+from router.latency import LatencyModel
+from router.queues import EdfQueue
+from router.types import (
+    DEADLINE,
+    DROP_MODES,
+    EXPIRED,
+    NO_SERVER,
+    NO_SESSION,
+    REJECTED,
+    SERVER_DOWN,
+    SHUTTING_DOWN,
+    TOO_LARGE,
+    Action,
+    BatchStatus,
+    Dispatch,
+    Drop,
+    DropMode,
+    Request,
+    WakeAt,
+)
+
+# A timer set for the instant a request becomes doomed must find it doomed,
+# whatever the float rounding of deadline - l + l; otherwise it would re-arm
+# for the same instant forever.
+_EPS = 1e-6
+
+
+@dataclass(slots=True)
+class _Session:
+    id: str
+    model: str
+    slo: float
+    gpus: list[str]
+    max_samples: int  # the largest request every GPU of the session can run alone
+    queue: EdfQueue = field(default_factory=EdfQueue)
+
+
+@dataclass(slots=True)
+class _Gpu:
+    id: str
+    gpu_type: str
+    duty_cycle: float
+    sessions: list[tuple[str, int]]  # (session, planned batch), in plan order
+    rr: int = 0
+    cycle_start: float = -math.inf
+    served: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _InFlight:
+    dispatch: Dispatch
+    gpu_type: str
+    started: float
+
+
+class BatchPolicy:
+    """Events in, actions out. Not thread-safe; drivers call it from one thread.
+
+    >>> policy = BatchPolicy(plan, ProfileSet.load("profiles.json").curves(), drop="early")
+    >>> policy.arrival(now, request)  # -> [Dispatch(...)] or [Drop(...)] or [WakeAt(...)] or []
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        curves: Mapping[tuple[str, str], LatencyCurve],
+        *,
+        drop: DropMode = "early",
+        alpha: float = 0.2,
+    ) -> None:
+        if drop not in DROP_MODES:
+            raise ValueError(f"drop must be one of {DROP_MODES}, got {drop!r}")
+        self.mode: DropMode = drop
+        self.latency = LatencyModel(curves, alpha=alpha)
+        self._sessions, self._gpus = self._build(plan)
+        # Down marks, in-flight batches and latency corrections outlive plan switches.
+        self._down: set[str] = set()
+        self._busy: dict[str, int] = {}
+        self._inflight: dict[int, _InFlight] = {}
+        self._next_batch = 0
+        self._wake: float | None = None
+        self._closed = False
+
+    # ---- queries (for drivers, metrics and the HTTP layer) -------------------------
+
+    def slo(self, session: str) -> float | None:
+        s = self._sessions.get(session)
+        return None if s is None else s.slo
+
+    def sessions(self) -> dict[str, str]:
+        """session id → model."""
+        return {sid: s.model for sid, s in self._sessions.items()}
+
+    def gpus(self) -> list[str]:
+        return list(self._gpus)
+
+    def is_up(self, gpu: str) -> bool:
+        return gpu not in self._down
+
+    def queued(self, session: str | None = None) -> int:
+        """Requests waiting (in one session, or all)."""
+        if session is not None:
+            s = self._sessions.get(session)
+            return 0 if s is None else len(s.queue)
+        return sum(len(s.queue) for s in self._sessions.values())
+
+    def in_flight(self) -> list[Dispatch]:
+        return [f.dispatch for f in self._inflight.values()]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def request(
+        self, id: int | str, session: str, now: float, payload: object = None, n_samples: int = 1
+    ) -> Request:
+        """A Request arriving now with deadline now + the session's SLO.
+
+        An unknown session gets deadline = now; `arrival` then drops it `no_session`.
+        """
+        slo = self.slo(session)
+        return Request(id, session, now, now + (slo or 0.0), n_samples, payload)
+
+    # ---- events ---------------------------------------------------------------------
+
+    def arrival(self, now: float, request: Request) -> list[Action]:
+        if request.n_samples < 1:
+            raise ValueError(f"request {request.id}: n_samples must be >= 1")
+        if self._closed:
+            return [Drop(request, SHUTTING_DOWN)]
+        s = self._sessions.get(request.session)
+        if s is None:
+            return [Drop(request, NO_SESSION)]
+        best = self._fastest(s, request.n_samples)
+        if best is None:
+            up = any(g not in self._down for g in s.gpus)
+            return [Drop(request, NO_SERVER if not up else TOO_LARGE)]
+        if self._hopeless(now, request, best):
+            return [Drop(request, self._late_reason(now, request))]
+        s.queue.push(request)
+        out: list[Action] = []
+        for gid in s.gpus:
+            self._dispatch_on(now, gid, out)
+        # Only this session's head can have moved earlier, so a full recompute is
+        # needed only when its queue was empty (the new request is the head).
+        if s.queue and s.queue.head() is request:
+            t = self._doom_time(s)
+            if t is not None and (self._wake is None or t < self._wake):
+                self._wake = t
+                out.append(WakeAt(t))
+        return out
+
+    def batch_done(
+        self, now: float, gpu: str, batch_id: int, status: BatchStatus = "ok"
+    ) -> list[Action]:
+        """The batch `batch_id` on `gpu` ended: `ok`, `failed` (GPU down) or `rejected`."""
+        f = self._inflight.pop(batch_id, None)
+        if f is None:
+            return []  # already settled (e.g. reported twice); nothing to do
+        if f.dispatch.gpu != gpu:
+            raise ValueError(f"batch {batch_id} ran on {f.dispatch.gpu}, not {gpu}")
+        if self._busy.get(gpu) == batch_id:
+            del self._busy[gpu]
+        d = f.dispatch
+        out: list[Action] = []
+        if status == "ok":
+            self.latency.observe(gpu, f.gpu_type, d.model, d.n_samples, now - f.started)
+        elif status == "rejected":
+            out.extend(Drop(r, REJECTED) for r in d.requests)
+        elif status == "failed":
+            self._down.add(gpu)
+            for r in d.requests:
+                self._rehome(now, r, d.model, SERVER_DOWN, out)
+        else:
+            raise ValueError(f"unknown batch status {status!r}")
+        self._settle(now, out)
+        return out
+
+    def timer(self, now: float) -> list[Action]:
+        self._wake = None
+        out: list[Action] = []
+        self._settle(now, out)
+        return out
+
+    def mark_down(self, now: float, gpu: str) -> list[Action]:
+        """Stop dispatching to `gpu`. A batch in flight there still reports `batch_done`."""
+        self._down.add(gpu)
+        out: list[Action] = []
+        self._settle(now, out)
+        return out
+
+    def mark_up(self, now: float, gpu: str) -> list[Action]:
+        self._down.discard(gpu)
+        out: list[Action] = []
+        self._settle(now, out)
+        return out
+
+    def switch_plan(self, now: float, plan: Plan) -> list[Action]:
+        """Install `plan`. Queued requests keep their session's queue; those of sessions
+        that left the plan move to a session of the same model (nearest SLO) if one can
+        still serve them in time, else are dropped `no_session`. Batches in flight finish
+        normally; a GPU stays busy until its batch reports back."""
+        sessions, gpus = self._build(plan)  # raises before any state changes
+        old = self._sessions
+        orphans: list[tuple[Request, str]] = []
+        for sid, o in old.items():
+            n = sessions.get(sid)
+            if n is not None and n.model == o.model:
+                n.queue = o.queue
+            else:
+                orphans.extend((r, o.model) for r in o.queue.drain())
+        self._sessions, self._gpus = sessions, gpus
+        out: list[Action] = []
+        for r, model in orphans:
+            self._rehome(now, r, model, NO_SESSION, out)
+        self._settle(now, out)
+        return out
+
+    def shutdown(self, now: float) -> list[Action]:
+        """Drop every queued request `shutting_down` and refuse new ones. Batches in
+        flight may still finish; one that fails is dropped `shutting_down` too."""
+        self._closed = True
+        self._wake = None
+        return [Drop(r, SHUTTING_DOWN) for s in self._sessions.values() for r in s.queue.drain()]
+
+    # ---- internals ------------------------------------------------------------------
+
+    def _build(self, plan: Plan) -> tuple[dict[str, _Session], dict[str, _Gpu]]:
+        sessions: dict[str, _Session] = {}
+        gpus: dict[str, _Gpu] = {}
+        for gp in plan.gpus:
+            if gp.gpu in gpus:
+                raise UserInputError(f"plan: gpu {gp.gpu} listed twice")
+            allocs: list[tuple[str, int]] = []
+            for a in gp.allocations:
+                curve = self.latency.curve(a.model, gp.gpu_type)
+                if curve is None:
+                    raise UserInputError(
+                        f"plan: gpu {gp.gpu} runs {a.model} but profiles have no "
+                        f"{a.model} on {gp.gpu_type}"
+                    )
+                if a.batch > curve.max_batch:
+                    raise UserInputError(
+                        f"plan: gpu {gp.gpu} session {a.session} batch {a.batch} is above "
+                        f"the profiled {curve.max_batch} for {a.model} on {gp.gpu_type}"
+                    )
+                s = sessions.get(a.session)
+                if s is None:
+                    s = sessions[a.session] = _Session(
+                        a.session, a.model, a.slo_ms, [], curve.max_batch
+                    )
+                elif s.model != a.model:
+                    raise UserInputError(
+                        f"plan: session {a.session} is {s.model} on one gpu, {a.model} on {gp.gpu}"
+                    )
+                s.slo = min(s.slo, a.slo_ms)
+                s.max_samples = min(s.max_samples, curve.max_batch)
+                if gp.gpu not in s.gpus:
+                    s.gpus.append(gp.gpu)
+                    allocs.append((a.session, a.batch))
+            gpus[gp.gpu] = _Gpu(gp.gpu, gp.gpu_type, gp.duty_cycle_ms, allocs)
+        return sessions, gpus
+
+    def _estimate(self, gid: str, model: str, samples: int) -> float:
+        g = self._gpus[gid]
+        return self.latency.estimate(gid, g.gpu_type, model, samples)
+
+    def _fastest(self, s: _Session, samples: int) -> float | None:
+        """Smallest corrected l(samples) over the session's up GPUs; None if none can."""
+        best: float | None = None
+        if samples > s.max_samples:
+            return None
+        for gid in s.gpus:
+            if gid in self._down:
+                continue
+            est = self._estimate(gid, s.model, samples)
+            if best is None or est < best:
+                best = est
+        return best
+
+    def _hopeless(self, now: float, r: Request, fastest: float) -> bool:
+        """Whether `r` must be dropped now under the drop mode, at best latency `fastest`."""
+        if self.mode == "early":
+            return now + fastest > r.deadline - _EPS
+        if self.mode == "lazy":
+            return r.deadline <= now
+        return False
+
+    @staticmethod
+    def _late_reason(now: float, r: Request) -> str:
+        return EXPIRED if r.deadline <= now else DEADLINE
+
+    def _doom_time(self, s: _Session) -> float | None:
+        """When the head of `s` becomes hopeless (None: never, or empty)."""
+        if not s.queue or self.mode == "none":
+            return None
+        head = s.queue.head()
+        if self.mode == "lazy":
+            return head.deadline
+        best = self._fastest(s, head.n_samples)
+        return None if best is None else head.deadline - best
+
+    def _rehome(self, now: float, r: Request, model: str, reason: str, out: list[Action]) -> None:
+        """Put `r` back in a queue that can still serve it, or drop it with `reason`."""
+        if self._closed:
+            out.append(Drop(r, SHUTTING_DOWN))
+            return
+        s = self._sessions.get(r.session)
+        if s is None or s.model != model:
+            s = self._same_model(model, r.deadline - r.arrival)
+        if s is None:
+            out.append(Drop(r, NO_SESSION))
+            return
+        best = self._fastest(s, r.n_samples)
+        if best is None or self._hopeless(now, r, best):
+            out.append(Drop(r, reason))
+            return
+        s.queue.push(r)
+
+    def _same_model(self, model: str, slo: float) -> _Session | None:
+        cands = [s for s in self._sessions.values() if s.model == model]
+        if not cands:
+            return None
+        return min(cands, key=lambda s: (abs(s.slo - slo), s.id))
+
+    def _settle(self, now: float, out: list[Action]) -> None:
+        """After any event but an arrival: prune queues, fill idle GPUs, re-arm the timer."""
+        if self._closed:
+            return
+        for s in self._sessions.values():
+            if not s.queue:
+                continue
+            if all(g in self._down for g in s.gpus):
+                out.extend(Drop(r, SERVER_DOWN) for r in s.queue.drain())
+                continue
+            while s.queue:
+                head = s.queue.head()
+                best = self._fastest(s, head.n_samples)
+                if best is None:
+                    out.append(Drop(s.queue.pop(), TOO_LARGE))
+                elif self._hopeless(now, head, best):
+                    out.append(Drop(s.queue.pop(), self._late_reason(now, head)))
+                else:
+                    break
+        for gid in self._gpus:
+            self._dispatch_on(now, gid, out)
+        wake = min(
+            (t for s in self._sessions.values() if (t := self._doom_time(s)) is not None),
+            default=None,
+        )
+        if wake is not None and wake != self._wake:
+            out.append(WakeAt(wake))
+        self._wake = wake
+
+    def _dispatch_on(self, now: float, gid: str, out: list[Action]) -> None:
+        """If `gid` is up and idle, start its next batch (round robin, duty cycle first)."""
+        if gid in self._busy or gid in self._down or self._closed:
+            return
+        g = self._gpus[gid]
+        n = len(g.sessions)
+        if n == 0:
+            return
+        if now >= g.cycle_start + g.duty_cycle:
+            g.cycle_start = now
+            g.served.clear()
+        for second_round in (False, True):
+            for k in range(n):
+                i = (g.rr + k) % n
+                sid, batch = g.sessions[i]
+                if (sid in g.served) != second_round:
+                    continue
+                d = self._form(now, g, self._sessions[sid], batch, out)
+                if d is not None:
+                    g.rr = (i + 1) % n
+                    g.served.add(sid)
+                    out.append(d)
+                    return
+
+    def _form(
+        self, now: float, g: _Gpu, s: _Session, batch: int, out: list[Action]
+    ) -> Dispatch | None:
+        """Nexus's sliding window over `s`'s queue for a batch of at most `batch` samples."""
+        q = s.queue
+        while q:
+            n, samples = q.window(batch)
+            head = q.head()
+            curve = self.latency.curve(s.model, g.gpu_type)
+            if curve is None or samples > curve.max_batch:
+                out.append(Drop(q.pop(), TOO_LARGE))
+                continue
+            est = self.latency.estimate(g.id, g.gpu_type, s.model, samples)
+            if self.mode == "early" and now + est > head.deadline:
+                out.append(Drop(q.pop(), self._late_reason(now, head)))
+                continue
+            if self.mode == "lazy" and head.deadline <= now:
+                out.append(Drop(q.pop(), EXPIRED))
+                continue
+            requests = q.take(n)
+            bid = self._next_batch
+            self._next_batch += 1
+            d = Dispatch(g.id, s.id, s.model, requests, bid, samples, est)
+            self._busy[g.id] = bid
+            self._inflight[bid] = _InFlight(d, g.gpu_type, now)
+            return d
+        return None
+
+
+def drops_by_reason(actions: Iterable[Action]) -> dict[str, int]:
+    """Count the Drop actions in `actions` per reason (handy in tests and logs)."""
+    counts: dict[str, int] = {}
+    for a in actions:
+        if isinstance(a, Drop):
+            counts[a.reason] = counts.get(a.reason, 0) + 1
+    return counts
