@@ -1,0 +1,135 @@
+"""A GPU node being packed: duty cycle d, and one batch per session per cycle.
+
+The node keeps DESIGN.md's per-GPU invariants true at every step: Σ l(b) ≤ d,
+d + l(b) ≤ SLO, b = ceil(r·d/1000) ≤ max batch, Σ memory(b) ≤ the GPU's memory.
+Every method that would break one of them refuses instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from control.problem import Demand, GpuClass
+
+
+@dataclass(slots=True)
+class Piece:
+    """Part (or all) of one session's rate served on one node."""
+
+    demand: Demand
+    rate: float
+    batch: int
+
+    @property
+    def lat(self) -> float:
+        return self.demand.table.lat[self.batch]
+
+    @property
+    def mem(self) -> float:
+        return self.demand.table.mem[self.batch]
+
+
+@dataclass(slots=True)
+class Node:
+    gclass: GpuClass
+    duty: float
+    pieces: dict[str, Piece] = field(default_factory=dict)
+    load: float = 0.0  # Σ l(b) in ms
+    mem: float = 0.0
+    gpu: str | None = None  # a fixed GPU id (fleet placement, incremental re-planning)
+
+    @property
+    def occupancy(self) -> float:
+        return self.load / self.duty
+
+    @property
+    def slack(self) -> float:
+        return self.duty - self.load
+
+    def cost(self, d: Demand, rate: float) -> tuple[int, float, float] | None:
+        """(new batch, Δload, Δmemory) of adding `rate` of `d` here, or None if it breaks a rule."""
+        old = self.pieces.get(d.id)
+        total = rate + (old.rate if old is not None else 0.0)
+        t = d.table
+        b = t.batch_for(total, self.duty)
+        if b > t.max_batch:
+            return None
+        lb = t.lat[b]
+        if self.duty + lb > d.slo:
+            return None
+        dl = lb - (old.lat if old is not None else 0.0)
+        dm = t.mem[b] - (old.mem if old is not None else 0.0)
+        if self.load + dl > self.duty or self.mem + dm > self.gclass.memory:
+            return None
+        return b, dl, dm
+
+    def add(self, d: Demand, rate: float) -> bool:
+        c = self.cost(d, rate)
+        if c is None:
+            return False
+        b, dl, dm = c
+        old = self.pieces.get(d.id)
+        if old is None:
+            self.pieces[d.id] = Piece(d, rate, b)
+        else:
+            old.rate += rate
+            old.batch = b
+        self.load += dl
+        self.mem += dm
+        return True
+
+    def max_rate(self, d: Demand) -> float:
+        """The most extra rate of `d` this node can take (0 when none): fills its slack."""
+        old = self.pieces.get(d.id)
+        base_rate = old.rate if old is not None else 0.0
+        base_lat = old.lat if old is not None else 0.0
+        base_mem = old.mem if old is not None else 0.0
+        t = d.table
+        room = self.duty - self.load + base_lat
+        mroom = self.gclass.memory - self.mem + base_mem
+        best = t.largest_fitting(min(room, d.slo - self.duty), mroom)
+        return max(0.0, 1000.0 * best / self.duty - base_rate)
+
+    def remove(self, sid: str) -> Piece:
+        p = self.pieces.pop(sid)
+        self.load -= p.lat
+        self.mem -= p.mem
+        return p
+
+    def rebatch(self, duty: float) -> list[tuple[Piece, int]] | None:
+        """The batches every piece needs at another duty cycle, or None if any rule breaks."""
+        out = []
+        load = mem = 0.0
+        for p in self.pieces.values():
+            t = p.demand.table
+            b = t.batch_for(p.rate, duty)
+            if b > t.max_batch or duty + t.lat[b] > p.demand.slo:
+                return None
+            load += t.lat[b]
+            mem += t.mem[b]
+            out.append((p, b))
+        if load > duty or mem > self.gclass.memory:
+            return None
+        return out
+
+    def set_duty(self, duty: float, batches: list[tuple[Piece, int]]) -> None:
+        self.duty = duty
+        for p, b in batches:
+            p.batch = b
+        self.load = sum(p.lat for p in self.pieces.values())
+        self.mem = sum(p.mem for p in self.pieces.values())
+
+    def stretch(self) -> None:
+        """Lengthen the cycle as far as every piece's SLO allows, if that lowers occupancy.
+
+        Longer cycles mean larger batches, and a batch's fixed cost is paid once.
+        """
+        mc = self.gclass.memory
+        longest = min(p.demand.table.max_duty(p.rate, p.demand.slo, mc) for p in self.pieces.values())
+        if longest <= self.duty:
+            return
+        nb = self.rebatch(longest)
+        if nb is not None:
+            load = sum(p.demand.table.lat[b] for p, b in nb)
+            if load / longest < self.occupancy:
+                self.set_duty(longest, nb)

@@ -1,0 +1,126 @@
+"""What the packers plan: demands (a session's rate on one GPU class) and GPU classes.
+
+A GPU class is a GPU type with a memory size, either an unbounded pool
+(`--gpu-type T --gpu-memory B`) or a fixed list of fleet GPUs. Resolving sessions
+against profiles and classes is where missing profiles and impossible SLOs turn
+into `unplaced` entries instead of errors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from control.tables import BatchTable
+from control.types import Session, Unplaced
+from model_repo_tools.fleet import Fleet
+from model_repo_tools.profiles import LatencyCurve
+
+
+@dataclass(slots=True, frozen=True)
+class GpuClass:
+    gpu_type: str
+    memory: float = math.inf
+    # Fleet GPU ids of this class; None for an unbounded pool.
+    ids: tuple[str, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.gpu_type if math.isinf(self.memory) else f"{self.gpu_type}:{self.memory:.0f}"
+
+    @property
+    def count(self) -> float:
+        return math.inf if self.ids is None else len(self.ids)
+
+
+@dataclass(slots=True)
+class Demand:
+    """A session's rate to place on one GPU class, with that class's table."""
+
+    id: str
+    model: str
+    slo: float
+    rate: float
+    table: BatchTable
+    gclass: GpuClass
+
+
+@dataclass(slots=True)
+class Problem:
+    demands: list[Demand] = field(default_factory=list)
+    unplaced: list[Unplaced] = field(default_factory=list)
+    classes: list[GpuClass] = field(default_factory=list)
+    sessions: dict[str, Session] = field(default_factory=dict)
+
+
+def pool(gpu_type: str, memory: float | None = None) -> list[GpuClass]:
+    return [GpuClass(gpu_type, math.inf if memory is None else float(memory))]
+
+
+def fleet_classes(fleet: Fleet) -> list[GpuClass]:
+    groups: dict[tuple[str, int], list[str]] = {}
+    for g in fleet.gpus:
+        groups.setdefault((g.gpu_type, g.memory_bytes), []).append(g.id)
+    return [GpuClass(t, float(m), tuple(ids)) for (t, m), ids in sorted(groups.items())]
+
+
+class TableCache:
+    """BatchTables built lazily from LatencyCurves, keyed (model, gpu type)."""
+
+    def __init__(self, curves: Mapping[tuple[str, str], LatencyCurve]) -> None:
+        self._curves = curves
+        self._tables: dict[tuple[str, str], BatchTable] = {}
+
+    def get(self, model: str, gpu_type: str) -> BatchTable | None:
+        key = (model, gpu_type)
+        t = self._tables.get(key)
+        if t is None and key in self._curves:
+            t = self._tables[key] = BatchTable.from_curve(self._curves[key])
+        return t
+
+
+def resolve(
+    sessions: Iterable[Session],
+    curves: Mapping[tuple[str, str], LatencyCurve] | TableCache,
+    classes: list[GpuClass],
+) -> Problem:
+    """Give each session the GPU class where it needs the least GPU (its lower bound).
+
+    Sessions without any usable class become `unplaced` with the reason.
+    """
+    tables = curves if isinstance(curves, TableCache) else TableCache(curves)
+    prob = Problem(classes=list(classes))
+    types = sorted({c.gpu_type for c in classes})
+    for s in sessions:
+        prob.sessions[s.id] = s
+        if s.rate <= 0:
+            continue
+        best: tuple[float, float, Demand] | None = None
+        reasons: list[str] = []
+        for c in classes:
+            t = tables.get(s.model, c.gpu_type)
+            if t is None:
+                continue
+            if t.mem[1] > c.memory:
+                reasons.append(
+                    f"{s.model} needs {t.mem[1]:.0f} bytes at batch 1, {c.name} has {c.memory:.0f}"
+                )
+                continue
+            if t.saturated_batch(s.slo_ms, c.memory) is None:
+                reasons.append(
+                    f"SLO {s.slo_ms:g} ms below 2·l(1) = {2 * t.lat[1]:.4g} ms on {c.gpu_type}"
+                )
+                continue
+            need = t.need(s.rate, s.slo_ms)
+            # Ties go to the larger class, so small fleets of a type are kept for overflow.
+            key = (need, -c.count)
+            if best is None or key < best[:2]:
+                best = (need, -c.count, Demand(s.id, s.model, s.slo_ms, s.rate, t, c))
+        if best is not None:
+            prob.demands.append(best[2])
+            continue
+        if not reasons:
+            reasons.append(f"no profile for model {s.model} on gpu type {', '.join(types)}")
+        prob.unplaced.append(Unplaced(session=s.id, rate=s.rate, reason=reasons[0]))
+    return prob

@@ -1,0 +1,166 @@
+"""The scheduler's entry point: sessions + profiles + GPUs (+ a previous plan) → plan.
+
+Pure: data in, plan out, no I/O and no clock. Policies map demands to nodes; this
+module resolves sessions to GPU classes, fits the nodes onto a fixed fleet (what
+does not fit is re-planned on other free GPUs, then listed as unplaced), names the
+GPUs and writes the `plan.json` contract.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from control.batch_oblivious import plan_oblivious
+from control.incremental import Moves, diff, replan
+from control.nexus_paper import plan_nexus
+from control.nodes import Node
+from control.problem import Demand, GpuClass, TableCache, resolve
+from control.tnx_policy import plan_tnx
+from control.types import Allocation, GpuPlan, Plan, Session, Unplaced
+from control.validate import lower_bound
+from exporters.errors import PlanningError
+from model_repo_tools.profiles import LatencyCurve
+
+Policy = Callable[[list[Demand]], list[Node]]
+POLICIES: dict[str, Policy] = {
+    "tnx": plan_tnx,
+    "nexus-paper": plan_nexus,
+    "batch-oblivious": plan_oblivious,
+}
+
+
+@dataclass(slots=True)
+class Schedule:
+    plan: Plan
+    lower_bound: int
+    moves: Moves = field(default_factory=Moves)
+
+    @property
+    def gpus(self) -> int:
+        return len(self.plan.gpus)
+
+
+def schedule(
+    sessions: Iterable[Session],
+    curves: Mapping[tuple[str, str], LatencyCurve],
+    classes: list[GpuClass],
+    policy: str = "tnx",
+    previous: Plan | None = None,
+) -> Schedule:
+    if policy not in POLICIES:
+        raise PlanningError(f"unknown policy {policy!r} (choose {', '.join(POLICIES)})")
+    if not classes:
+        raise PlanningError("no GPUs to plan onto")
+    sessions = list(sessions)
+    fn = POLICIES[policy]
+    tables = TableCache(curves)
+    prob = resolve(sessions, tables, classes)
+    if previous is not None:
+        nodes = replan(previous, prob, tables, fn)
+        fresh = fn(prob.demands)
+        # Keeping placements is worth a few GPUs, not many.
+        if len(nodes) > 1.1 * len(fresh) + 1:
+            nodes = fresh
+    else:
+        nodes = fn(prob.demands)
+    nodes, short = fit_fleet(nodes, classes, tables, fn)
+    plan = emit(nodes, prob.unplaced + short)
+    bound = lower_bound(sessions, curves, {c.gpu_type for c in classes})
+    moves = diff(previous, plan) if previous is not None else Moves()
+    return Schedule(plan, bound, moves)
+
+
+def fit_fleet(
+    nodes: list[Node], classes: list[GpuClass], tables: TableCache, fn: Policy
+) -> tuple[list[Node], list[Unplaced]]:
+    """Keep at most as many nodes per class as it has GPUs, busiest first; re-plan the
+    rest on classes with free GPUs, and list what still does not fit."""
+    free = {c: c.count for c in classes}
+    kept: list[Node] = []
+    pending = nodes
+    short: list[Unplaced] = []
+    over: dict[str, tuple[Demand, float]] = {}
+    for attempt in range(len(classes) + 1):
+        over = {}
+        for c in classes:
+            mine = [n for n in pending if n.gclass == c]
+            # Nodes already on a named GPU (incremental) stay first, then the busiest.
+            mine.sort(key=lambda n: (n.gpu is None, -n.occupancy))
+            room = free[c]
+            take = mine if math.isinf(room) else mine[: int(room)]
+            kept += take
+            free[c] = room - len(take)
+            for n in mine[len(take) :]:
+                for p in n.pieces.values():
+                    d, r = over.get(p.demand.id, (p.demand, 0.0))
+                    over[p.demand.id] = (d, r + p.rate)
+        if not over:
+            return kept, short
+        open_classes = [c for c in classes if free[c] > 0]
+        if not open_classes or attempt == len(classes):
+            break
+        left = [Session(id=d.id, model=d.model, slo_ms=d.slo, rate=r) for d, r in over.values()]
+        prob = resolve(left, tables, open_classes)
+        short += [
+            Unplaced(session=u.session, rate=u.rate, reason=f"fleet full; elsewhere: {u.reason}")
+            for u in prob.unplaced
+        ]
+        pending = fn(prob.demands)
+    for d, r in over.values():
+        short.append(
+            Unplaced(session=d.id, rate=r, reason=f"fleet full: no free {d.gclass.gpu_type} GPU")
+        )
+    return kept, short
+
+
+def emit(nodes: list[Node], unplaced: list[Unplaced]) -> Plan:
+    taken = {n.gpu for n in nodes if n.gpu is not None}
+    counters: dict[GpuClass, int] = {}
+    pools: dict[GpuClass, list[str]] = {}
+    gpus = []
+    for n in nodes:
+        if n.gpu is None:
+            n.gpu = _next_id(n.gclass, taken, counters, pools)
+            taken.add(n.gpu)
+        allocs = [
+            Allocation(
+                session=p.demand.id,
+                model=p.demand.model,
+                batch=p.batch,
+                rate=p.rate,
+                slo_ms=p.demand.slo,
+            )
+            for p in n.pieces.values()
+        ]
+        gpus.append(GpuPlan(gpu=n.gpu, gpu_type=n.gclass.gpu_type, duty_cycle_ms=n.duty,
+                            allocations=allocs))
+    return Plan(gpus=gpus, unplaced=_merge_unplaced(unplaced))
+
+
+def _next_id(
+    c: GpuClass, taken: set[str], counters: dict[GpuClass, int], pools: dict[GpuClass, list[str]]
+) -> str:
+    if c.ids is not None:
+        free = pools.setdefault(c, [i for i in c.ids if i not in taken])
+        while free:
+            gid = free.pop(0)
+            if gid not in taken:
+                return gid
+        raise PlanningError(f"more nodes than {c.gpu_type} GPUs")  # fit_fleet prevents it
+    i = counters.get(c, 0)
+    while f"{c.gpu_type}-{i}" in taken:
+        i += 1
+    counters[c] = i + 1
+    return f"{c.gpu_type}-{i}"
+
+
+def _merge_unplaced(items: list[Unplaced]) -> list[Unplaced]:
+    out: dict[str, Unplaced] = {}
+    for u in items:
+        if u.session in out:
+            out[u.session].rate += u.rate
+        else:
+            out[u.session] = u.model_copy()
+    return list(out.values())

@@ -1,0 +1,183 @@
+"""The default policy `tnx`: squishy bin packing (Nexus §6.1) with better packing.
+
+What it changes from the paper's greedy merge, and why:
+- Residual loads go in order of their longest feasible duty cycle, shortest first,
+  so every open node already has a cycle short enough for what comes next: nodes
+  never have to shrink their cycle, which in the paper re-batches everyone on them.
+- Each residual load goes best-fit into the open node it fills most, but only where
+  the node's shorter cycle does not inflate its occupancy beyond a bound; several
+  bounds are tried and the plan with the fewest GPUs wins.
+- Cycles are then stretched as far as the SLOs allow (bigger batches, lower cost),
+  and the emptiest nodes are dissolved into the others' slack, splitting a
+  session's rate across GPUs where a whole one does not fit.
+- The paper's plan is computed too and returned if it is no worse, so this policy
+  never uses more GPUs than `nexus-paper`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from control.nexus_paper import plan_nexus, saturate
+from control.nodes import Node, Piece
+from control.problem import Demand
+
+# Occupancy inflation tolerated when a load joins a node with a shorter cycle than its
+# own: 0 keeps SLO classes apart, inf packs wherever it fits.
+INFLATION_BOUNDS = (0.15, 0.6, math.inf)
+MAX_DISSOLVE_FAILURES = 8
+
+
+@dataclass(slots=True)
+class Residual:
+    demand: Demand
+    rate: float
+    duty: float  # the cycle of least occupancy alone
+    occupancy: float  # l(b)/d alone at that cycle
+    longest: float  # the longest feasible cycle
+
+
+def residuals(demands: list[Demand]) -> tuple[list[Node], list[Residual]]:
+    full: list[Node] = []
+    rest: list[Residual] = []
+    for d in demands:
+        t, cap = d.table, d.gclass.memory
+        peak = t.peak_batch(d.slo, cap)
+        if peak is None:
+            continue
+        nodes, left = saturate(d, peak)
+        full += nodes
+        if left <= 1e-9:
+            continue
+        alone = t.alone(left, d.slo, cap)
+        if alone is None:  # cannot happen when a peak batch exists; stay safe
+            alone = (peak, t.lat[peak])
+        b, duty = alone
+        b = t.batch_for(left, duty)
+        rest.append(Residual(d, left, duty, t.lat[b] / duty, t.max_duty(left, d.slo, cap)))
+    return full, rest
+
+
+def _open(r: Residual) -> Node:
+    node = Node(r.demand.gclass, r.duty)
+    if not node.add(r.demand, r.rate):  # pragma: no cover - alone() guarantees it fits
+        raise AssertionError(f"{r.demand.id}: alone configuration does not fit")
+    return node
+
+
+def pack(rest: list[Residual], bound: float) -> list[Node]:
+    nodes: list[Node] = []
+    for r in sorted(rest, key=lambda r: (r.longest, -r.occupancy)):
+        d, t = r.demand, r.demand.table
+        best: Node | None = None
+        best_occ = -1.0
+        limit = r.occupancy * (1.0 + bound)
+        for node in nodes:
+            if node.gclass is not d.gclass or node.slack < t.lat[1]:
+                continue
+            c = node.cost(d, r.rate)
+            if c is None or c[1] / node.duty > limit:
+                continue
+            occ = (node.load + c[1]) / node.duty
+            if occ > best_occ:
+                best, best_occ = node, occ
+        if best is None:
+            nodes.append(_open(r))
+        else:
+            best.add(d, r.rate)
+    return nodes
+
+
+def _snapshot(n: Node) -> tuple[dict[str, Piece], float, float, float]:
+    return {k: Piece(p.demand, p.rate, p.batch) for k, p in n.pieces.items()}, n.load, n.mem, n.duty
+
+
+def _restore(n: Node, snap: tuple[dict[str, Piece], float, float, float]) -> None:
+    n.pieces, n.load, n.mem, n.duty = snap
+
+
+def _touch(touched: dict[int, tuple], n: Node) -> None:
+    if id(n) not in touched:
+        touched[id(n)] = (n, _snapshot(n))
+
+
+def place_rate(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple]) -> float:
+    """Put `rate` of `d` into the nodes' slack, whole where it fits, else split; returns
+    what is left over. `touched` collects snapshots of the nodes it changes."""
+    same = [n for n in nodes if n.gclass is d.gclass and n.slack >= 0]
+    while rate > 1e-9:
+        best: Node | None = None
+        best_occ = -1.0
+        for n in same:
+            c = n.cost(d, rate)
+            if c is not None and (n.load + c[1]) / n.duty > best_occ:
+                best, best_occ = n, (n.load + c[1]) / n.duty
+        if best is not None:
+            _touch(touched, best)
+            best.add(d, rate)
+            return 0.0
+        # No node takes it whole: fill the node that can take the most, and go on.
+        cap, host = 0.0, None
+        for n in same:
+            m = n.max_rate(d)
+            if m > cap:
+                cap, host = m, n
+        if host is None or cap <= 1e-9:
+            return rate
+        part = min(cap, rate)
+        _touch(touched, host)
+        if not host.add(d, part):
+            return rate
+        rate -= part
+    return 0.0
+
+
+def dissolve(nodes: list[Node], fixed: frozenset[int] = frozenset()) -> list[Node]:
+    """Empty the least occupied nodes into the others' slack while that works."""
+    failures = 0
+    tried: set[int] = set()
+    while failures < MAX_DISSOLVE_FAILURES:
+        cands = [n for n in nodes if id(n) not in tried and id(n) not in fixed]
+        if not cands:
+            break
+        victim = min(cands, key=lambda n: n.occupancy)
+        tried.add(id(victim))
+        others = [n for n in nodes if n is not victim]
+        slack = sum(n.slack / n.duty for n in others if n.gclass is victim.gclass)
+        if slack < victim.occupancy:
+            failures += 1
+            continue
+        touched: dict[int, tuple] = {}
+        ok = True
+        for p in sorted(victim.pieces.values(), key=lambda p: -p.lat):
+            if place_rate(p.demand, p.rate, others, touched) > 1e-9:
+                ok = False
+                break
+        if ok:
+            nodes = others
+            tried.clear()
+        else:
+            for n, snap in touched.values():
+                _restore(n, snap)
+            failures += 1
+    return nodes
+
+
+def plan_tnx(demands: list[Demand]) -> list[Node]:
+    full, rest = residuals(demands)
+    best: list[Node] | None = None
+    for bound in INFLATION_BOUNDS:
+        nodes = pack(rest, bound)
+        for n in nodes:
+            n.stretch()
+        nodes = dissolve(nodes)
+        if best is None or _score(nodes) < _score(best):
+            best = nodes
+    ours = full + (best or [])
+    paper = plan_nexus(demands)
+    return ours if _score(ours) <= _score(paper) else paper
+
+
+def _score(nodes: list[Node]) -> tuple[int, float]:
+    return len(nodes), sum(n.occupancy for n in nodes)

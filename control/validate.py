@@ -1,0 +1,112 @@
+"""A checker of DESIGN.md's plan invariants and its lower bound on GPUs.
+
+Independent of the packers on purpose: it reads only the plan, the sessions and
+the profiles, and evaluates l(b) through `LatencyCurve`, so a packer bug cannot
+hide behind a shared helper. Comparisons allow 1e-6 relative slack for floats.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+from control.tables import BatchTable
+from control.types import Plan, Session
+from model_repo_tools.profiles import LatencyCurve
+
+TOL = 1e-6
+
+
+def _le(a: float, b: float) -> bool:
+    return a <= b + TOL * max(abs(a), abs(b), 1.0)
+
+
+def validate_plan(
+    plan: Plan,
+    sessions: Iterable[Session],
+    curves: Mapping[tuple[str, str], LatencyCurve],
+    gpu_memory: Mapping[str, float] | None = None,
+    default_memory: float = math.inf,
+) -> list[str]:
+    """Every broken invariant of `plan`, one line each; empty when the plan is valid.
+
+    `gpu_memory` maps GPU ids to bytes; GPUs absent from it get `default_memory`.
+    """
+    by_id = {s.id: s for s in sessions}
+    out: list[str] = []
+    placed: dict[str, float] = {}
+    seen: set[str] = set()
+    for g in plan.gpus:
+        where = f"gpu {g.gpu}"
+        if g.gpu in seen:
+            out.append(f"{where}: listed twice")
+        seen.add(g.gpu)
+        d = g.duty_cycle_ms
+        total_lat = total_mem = 0.0
+        for a in g.allocations:
+            s = by_id.get(a.session)
+            if s is None:
+                out.append(f"{where}: unknown session {a.session}")
+                continue
+            if a.model != s.model:
+                out.append(f"{where}: {a.session} runs {a.model}, session is {s.model}")
+            curve = curves.get((s.model, g.gpu_type))
+            if curve is None:
+                out.append(f"{where}: no profile for {s.model} on {g.gpu_type}")
+                continue
+            placed[a.session] = placed.get(a.session, 0.0) + a.rate
+            if a.batch > curve.max_batch:
+                out.append(f"{where}: {a.session} batch {a.batch} > profiled {curve.max_batch}")
+                continue
+            lb = curve.latency(a.batch)
+            total_lat += lb
+            total_mem += curve.memory(a.batch)
+            if not _le(a.rate * d / 1000.0, a.batch):
+                out.append(f"{where}: {a.session} gets {a.rate * d / 1000:.4g} per cycle > batch {a.batch}")
+            if not _le(d + lb, s.slo_ms):
+                out.append(f"{where}: {a.session} d + l(b) = {d + lb:.4g} ms > SLO {s.slo_ms:g}")
+        if not _le(total_lat, d):
+            out.append(f"{where}: batches take {total_lat:.4g} ms > duty cycle {d:.4g}")
+        mem = (gpu_memory or {}).get(g.gpu, default_memory)
+        if not _le(total_mem, mem):
+            out.append(f"{where}: memory {total_mem:.4g} > {mem:.4g} bytes")
+    short: dict[str, float] = {}
+    for u in plan.unplaced:
+        if u.session not in by_id:
+            out.append(f"unplaced: unknown session {u.session}")
+        short[u.session] = short.get(u.session, 0.0) + u.rate
+    for s in by_id.values():
+        got = placed.get(s.id, 0.0) + short.get(s.id, 0.0)
+        if abs(got - s.rate) > TOL * max(s.rate, 1.0):
+            out.append(f"session {s.id}: placed + unplaced = {got:.6g} req/s, requested {s.rate:.6g}")
+    return out
+
+
+def session_need(
+    s: Session, tables: Iterable[BatchTable]
+) -> float:
+    """min over GPU types of min over b of l(b)/d_max(b); inf when no type can serve it."""
+    return min((t.need(s.rate, s.slo_ms) for t in tables), default=math.inf)
+
+
+def lower_bound(
+    sessions: Iterable[Session],
+    curves: Mapping[tuple[str, str], LatencyCurve],
+    gpu_types: Iterable[str] | None = None,
+) -> int:
+    """DESIGN.md's bound: Σ over placeable sessions of their least need, rounded up."""
+    types = sorted({t for _, t in curves} if gpu_types is None else set(gpu_types))
+    cache: dict[tuple[str, str], BatchTable] = {}
+    total = 0.0
+    for s in sessions:
+        tabs = []
+        for ty in types:
+            key = (s.model, ty)
+            if key in curves:
+                if key not in cache:
+                    cache[key] = BatchTable.from_curve(curves[key])
+                tabs.append(cache[key])
+        need = session_need(s, tabs)
+        if math.isfinite(need):
+            total += need
+    return math.ceil(total - 1e-9)
