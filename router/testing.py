@@ -1,0 +1,61 @@
+"""Test helpers for the router: small plans and curves, action filters.
+
+Kept in the package (like starlette.testclient) so that tests of the HTTP layer
+and the CLI can build a policy in one line too.
+"""
+
+from __future__ import annotations
+
+from control.types import Plan
+from model_repo_tools.profiles import LatencyCurve
+from router.policy import BatchPolicy
+from router.types import Action, Dispatch, Drop, DropMode, WakeAt
+
+# l(1)=5, l(4)=8, l(8)=12 ms: a typical sub-linear batch curve.
+CURVE = {1: 5.0, 4: 8.0, 8: 12.0}
+
+
+def curves(**models: dict[int, float]) -> dict[tuple[str, str], LatencyCurve]:
+    """{(model, "t"): curve}; defaults to model "m" with CURVE."""
+    models = models or {"m": CURVE}
+    return {(m, "t"): LatencyCurve.from_points(m, "t", pts) for m, pts in models.items()}
+
+
+def plan(*gpus: tuple[str, float, list[tuple[str, str, int, float]]]) -> Plan:
+    """plan(("g0", duty, [(session, model, batch, slo), ...]), ...) on gpu type "t"."""
+    return Plan.model_validate(
+        {
+            "gpus": [
+                {
+                    "gpu": gid,
+                    "gpu_type": "t",
+                    "duty_cycle_ms": duty,
+                    "allocations": [
+                        {"session": s, "model": m, "batch": b, "rate": 10.0, "slo_ms": slo}
+                        for s, m, b, slo in allocs
+                    ],
+                }
+                for gid, duty, allocs in gpus
+            ]
+        }
+    )
+
+
+def one_gpu_policy(batch: int = 4, slo: float = 50.0, drop: DropMode = "early") -> BatchPolicy:
+    return BatchPolicy(plan(("g0", 20.0, [("s", "m", batch, slo)])), curves(), drop=drop)
+
+
+def dispatches(actions: list[Action]) -> list[Dispatch]:
+    return [a for a in actions if isinstance(a, Dispatch)]
+
+
+def drops(actions: list[Action]) -> list[Drop]:
+    return [a for a in actions if isinstance(a, Drop)]
+
+
+def wakes(actions: list[Action]) -> list[float]:
+    return [a.time for a in actions if isinstance(a, WakeAt)]
+
+
+def ids(d: Dispatch) -> list[int | str]:
+    return [r.id for r in d.requests]
