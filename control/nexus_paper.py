@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from control.nodes import Node, Piece
+from control.nodes import FIT, Node, Piece
 from control.problem import Demand
 
 
@@ -91,11 +91,11 @@ def _merge_load(node: Node, res: Node) -> float | None:
         for p in part.pieces.values():
             t = p.demand.table
             b = t.batch_for(p.rate, duty)
-            if b > t.max_batch or duty + t.lat[b] > p.demand.slo:
+            if b > t.max_batch or duty + t.lat[b] > p.demand.slo * FIT:
                 return None
             load += t.lat[b]
             mem += t.mem[b]
-    if load > duty or mem > node.gclass.memory:
+    if load > duty * FIT or mem > node.gclass.memory:
         return None
     return load / duty
 
@@ -121,10 +121,9 @@ def plan_nexus(demands: list[Demand]) -> list[Node]:
             occ = _merge_load(node, res)
             if occ is not None and occ > best_occ:
                 best_i, best_occ = i, occ
-        if best_i < 0:
+        m = try_merge(merged[best_i], res) if best_i >= 0 else None
+        if m is None:
             merged.append(res)
         else:
-            m = try_merge(merged[best_i], res)
-            assert m is not None
             merged[best_i] = m
     return nodes + merged

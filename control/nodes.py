@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 
 from control.problem import Demand, GpuClass
 
+# Sums of latencies are accumulated in different orders by different callers; a
+# part-per-billion allowance keeps them agreeing (the validator allows 1e-6).
+FIT = 1.0 + 1e-9
+
 
 @dataclass(slots=True)
 class Piece:
@@ -55,11 +59,11 @@ class Node:
         if b > t.max_batch:
             return None
         lb = t.lat[b]
-        if self.duty + lb > d.slo:
+        if self.duty + lb > d.slo * FIT:
             return None
         dl = lb - (old.lat if old is not None else 0.0)
         dm = t.mem[b] - (old.mem if old is not None else 0.0)
-        if self.load + dl > self.duty or self.mem + dm > self.gclass.memory:
+        if self.load + dl > self.duty * FIT or self.mem + dm > self.gclass.memory:
             return None
         return b, dl, dm
 
@@ -103,12 +107,12 @@ class Node:
         for p in self.pieces.values():
             t = p.demand.table
             b = t.batch_for(p.rate, duty)
-            if b > t.max_batch or duty + t.lat[b] > p.demand.slo:
+            if b > t.max_batch or duty + t.lat[b] > p.demand.slo * FIT:
                 return None
             load += t.lat[b]
             mem += t.mem[b]
             out.append((p, b))
-        if load > duty or mem > self.gclass.memory:
+        if load > duty * FIT or mem > self.gclass.memory:
             return None
         return out
 
