@@ -7,6 +7,7 @@ Every method that would break one of them refuses instead.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from control.problem import Demand, GpuClass
@@ -123,17 +124,23 @@ class Node:
         self.load = sum(p.lat for p in self.pieces.values())
         self.mem = sum(p.mem for p in self.pieces.values())
 
-    def stretch(self) -> None:
-        """Lengthen the cycle as far as every piece's SLO allows, if that lowers occupancy.
+    def stretch(self, mem_weight: float = 0.0) -> None:
+        """Lengthen the cycle as far as every piece's SLO allows, if that lowers the cost
+        occupancy + mem_weight · memory share.
 
-        Longer cycles mean larger batches, and a batch's fixed cost is paid once.
+        Longer cycles mean larger batches, and a batch's fixed cost is paid once; but
+        larger batches hold more memory.
         """
         mc = self.gclass.memory
-        longest = min(p.demand.table.max_duty(p.rate, p.demand.slo, mc) for p in self.pieces.values())
+        longest = min(
+            p.demand.table.max_duty(p.rate, p.demand.slo, mc) for p in self.pieces.values()
+        )
         if longest <= self.duty:
             return
         nb = self.rebatch(longest)
         if nb is not None:
             load = sum(p.demand.table.lat[b] for p, b in nb)
-            if load / longest < self.occupancy:
+            mem = sum(p.demand.table.mem[b] for p, b in nb)
+            w = mem_weight / mc if math.isfinite(mc) else 0.0
+            if load / longest + w * mem < self.occupancy + w * self.mem:
                 self.set_duty(longest, nb)

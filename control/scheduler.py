@@ -18,7 +18,8 @@ from control.nexus_paper import plan_nexus
 from control.nodes import Node
 from control.problem import Demand, GpuClass, TableCache, resolve
 from control.tnx_policy import plan_tnx
-from control.types import Allocation, GpuPlan, Plan, Session, Unplaced
+from control.query_analysis import query_sessions, split_slo
+from control.types import Allocation, GpuPlan, Plan, Session, Stage, Unplaced, Workload
 from control.validate import lower_bound
 from exporters.errors import PlanningError
 from model_repo_tools.profiles import LatencyCurve
@@ -36,6 +37,7 @@ class Schedule:
     plan: Plan
     lower_bound: int
     moves: Moves = field(default_factory=Moves)
+    sessions: list[Session] = field(default_factory=list)  # queries' stages included
 
     @property
     def gpus(self) -> int:
@@ -69,7 +71,43 @@ def schedule(
     plan = emit(nodes, prob.unplaced + short)
     bound = lower_bound(sessions, curves, {c.gpu_type for c in classes})
     moves = diff(previous, plan) if previous is not None else Moves()
-    return Schedule(plan, bound, moves)
+    return Schedule(plan, bound, moves, sessions)
+
+
+def workload_sessions(
+    workload: Workload, curves: Mapping[tuple[str, str], LatencyCurve], classes: list[GpuClass]
+) -> list[Session]:
+    """The workload's sessions plus its queries' stages, SLOs split by query analysis."""
+    tables = TableCache(curves)
+    types = sorted({c.gpu_type for c in classes})
+
+    def need(stage: Stage, rate: float, budget: float) -> float:
+        best = math.inf
+        for ty in types:
+            t = tables.get(stage.model, ty)
+            if t is not None:
+                best = min(best, t.need(rate, budget))
+        return best
+
+    out = list(workload.sessions)
+    for q in workload.queries:
+        budgets, _ = split_slo(q, need)
+        out += query_sessions(q, budgets)
+    ids = [s.id for s in out]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[0]
+        raise PlanningError(f"session id {dup!r} is both a session and a query stage")
+    return out
+
+
+def schedule_workload(
+    workload: Workload,
+    curves: Mapping[tuple[str, str], LatencyCurve],
+    classes: list[GpuClass],
+    policy: str = "tnx",
+    previous: Plan | None = None,
+) -> Schedule:
+    return schedule(workload_sessions(workload, curves, classes), curves, classes, policy, previous)
 
 
 def fit_fleet(
@@ -134,8 +172,9 @@ def emit(nodes: list[Node], unplaced: list[Unplaced]) -> Plan:
             )
             for p in n.pieces.values()
         ]
-        gpus.append(GpuPlan(gpu=n.gpu, gpu_type=n.gclass.gpu_type, duty_cycle_ms=n.duty,
-                            allocations=allocs))
+        gpus.append(
+            GpuPlan(gpu=n.gpu, gpu_type=n.gclass.gpu_type, duty_cycle_ms=n.duty, allocations=allocs)
+        )
     return Plan(gpus=gpus, unplaced=_merge_unplaced(unplaced))
 
 

@@ -41,7 +41,9 @@ class BatchTable:
 
     def largest_fitting(self, lat_room: float, mem_room: float) -> int:
         """The largest b such that every batch up to b has l ≤ lat_room and memory ≤ mem_room."""
-        k = min(bisect.bisect_right(self.cumlat, lat_room), bisect.bisect_right(self.cummem, mem_room))
+        k = min(
+            bisect.bisect_right(self.cumlat, lat_room), bisect.bisect_right(self.cummem, mem_room)
+        )
         return max(0, k - 1)
 
     @property
@@ -78,10 +80,15 @@ class BatchTable:
                 best = 0.0 if rate <= 0 else min(best, lb / min(1000.0 * b / rate, slo - lb))
         return best
 
-    def alone(self, rate: float, slo: float, mem_cap: float = math.inf) -> tuple[int, float] | None:
-        """(batch, duty) of least occupancy l(b)/d for `rate` alone on one GPU, if it fits one."""
+    def alone(
+        self, rate: float, slo: float, mem_cap: float = math.inf, mem_weight: float = 0.0
+    ) -> tuple[int, float] | None:
+        """(batch, duty) for `rate` alone on one GPU, if it fits one, of least cost
+        l(b)/d + mem_weight · memory(b)/mem_cap: with weight 0 the least occupancy; a
+        positive weight trades time for memory where memory is what runs out."""
         best: tuple[int, float] | None = None
-        best_occ = math.inf
+        best_cost = math.inf
+        per_byte = mem_weight / mem_cap if math.isfinite(mem_cap) else 0.0
         for b in range(1, self.max_batch + 1):
             lb = self.lat[b]
             if self.mem[b] > mem_cap:
@@ -89,8 +96,9 @@ class BatchTable:
             d = min(1000.0 * b / rate, slo - lb)
             if d < lb or d <= 0:
                 continue
-            if lb / d < best_occ:
-                best, best_occ = (b, d), lb / d
+            cost = lb / d + per_byte * self.mem[b]
+            if cost < best_cost:
+                best, best_cost = (b, d), cost
         return best
 
     def max_duty(self, rate: float, slo: float, mem_cap: float = math.inf) -> float:

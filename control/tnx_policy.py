@@ -27,6 +27,9 @@ from control.problem import Demand
 # own: 0 keeps SLO classes apart, inf packs wherever it fits.
 INFLATION_BOUNDS = (0.15, 0.6, math.inf)
 MAX_DISSOLVE_FAILURES = 8
+MEMORY_WEIGHTS = (0.5, 1.0, 2.0)
+# Above this ratio of memory to time (both in GPUs), memory-saving trials run too.
+MEMORY_PRESSURE = 0.9
 
 
 @dataclass(slots=True)
@@ -38,7 +41,7 @@ class Residual:
     longest: float  # the longest feasible cycle
 
 
-def residuals(demands: list[Demand]) -> tuple[list[Node], list[Residual]]:
+def residuals(demands: list[Demand], mem_weight: float = 0.0) -> tuple[list[Node], list[Residual]]:
     full: list[Node] = []
     rest: list[Residual] = []
     for d in demands:
@@ -50,7 +53,7 @@ def residuals(demands: list[Demand]) -> tuple[list[Node], list[Residual]]:
         full += nodes
         if left <= 1e-9:
             continue
-        alone = t.alone(left, d.slo, cap)
+        alone = t.alone(left, d.slo, cap, mem_weight)
         if alone is None:  # cannot happen when a peak batch exists; stay safe
             alone = (peak, t.lat[peak])
         b, duty = alone
@@ -164,13 +167,30 @@ def dissolve(nodes: list[Node], fixed: frozenset[int] = frozenset()) -> list[Nod
     return nodes
 
 
+def memory_pressure(rest: list[Residual]) -> float:
+    """GPUs' worth of memory over GPUs' worth of time that the residual loads take alone."""
+    mem = time = 0.0
+    for r in rest:
+        t = r.demand.table
+        if math.isfinite(r.demand.gclass.memory):
+            mem += t.mem[t.batch_for(r.rate, r.duty)] / r.demand.gclass.memory
+        time += r.occupancy
+    return mem / time if time > 0 else 0.0
+
+
 def plan_tnx(demands: list[Demand]) -> list[Node]:
     full, rest = residuals(demands)
+    trials = [(0.0, b) for b in INFLATION_BOUNDS]
+    if memory_pressure(rest) > MEMORY_PRESSURE:
+        # Memory, not time, may bound the packing: also try configurations that use
+        # smaller batches (shorter cycles) to hold less memory.
+        trials += [(w, b) for w in MEMORY_WEIGHTS for b in (INFLATION_BOUNDS[0], math.inf)]
     best: list[Node] | None = None
-    for bound in INFLATION_BOUNDS:
-        nodes = pack(rest, bound)
+    for weight, bound in trials:
+        _, rest_w = residuals(demands, weight) if weight else (full, rest)
+        nodes = pack(rest_w, bound)
         for n in nodes:
-            n.stretch()
+            n.stretch(weight)
         nodes = dissolve(nodes)
         if best is None or _score(nodes) < _score(best):
             best = nodes

@@ -62,7 +62,9 @@ def validate_plan(
             total_lat += lb
             total_mem += curve.memory(a.batch)
             if not _le(a.rate * d / 1000.0, a.batch):
-                out.append(f"{where}: {a.session} gets {a.rate * d / 1000:.4g} per cycle > batch {a.batch}")
+                out.append(
+                    f"{where}: {a.session} gets {a.rate * d / 1000:.4g} per cycle > batch {a.batch}"
+                )
             if not _le(d + lb, s.slo_ms):
                 out.append(f"{where}: {a.session} d + l(b) = {d + lb:.4g} ms > SLO {s.slo_ms:g}")
         if not _le(total_lat, d):
@@ -78,13 +80,13 @@ def validate_plan(
     for s in by_id.values():
         got = placed.get(s.id, 0.0) + short.get(s.id, 0.0)
         if abs(got - s.rate) > TOL * max(s.rate, 1.0):
-            out.append(f"session {s.id}: placed + unplaced = {got:.6g} req/s, requested {s.rate:.6g}")
+            out.append(
+                f"session {s.id}: placed + unplaced = {got:.6g} req/s, requested {s.rate:.6g}"
+            )
     return out
 
 
-def session_need(
-    s: Session, tables: Iterable[BatchTable]
-) -> float:
+def session_need(s: Session, tables: Iterable[BatchTable]) -> float:
     """min over GPU types of min over b of l(b)/d_max(b); inf when no type can serve it."""
     return min((t.need(s.rate, s.slo_ms) for t in tables), default=math.inf)
 

@@ -1,0 +1,53 @@
+"""`tnx bench plan`: the scheduler on Zipf-0.9 workloads over a profile set.
+
+Per case: GPUs used by each policy, DESIGN.md's lower bound, the default policy's
+planning time, and after every rate moves by up to ±30%: the GPUs and moves of an
+incremental re-plan, next to those of planning from scratch. Every plan is checked
+by the validator; the `valid` column says whether all of them passed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from control.incremental import diff
+from control.problem import pool
+from control.scheduler import schedule
+from control.validate import validate_plan
+from control.workloads import rescale, zipf_sessions
+from model_repo_tools.profiles import ProfileSet
+
+HEADER = (
+    "| sessions | tnx GPUs | nexus-paper | batch-oblivious | lower bound | tnx plan time (s) "
+    "| after ±30%: GPUs | moves (incremental) | moves (from scratch) | valid |"
+)
+
+
+def run_bench(ps: ProfileSet, counts: list[int], seed: int, memory: float) -> Iterator[str]:
+    curves = ps.curves()
+    gpu_type = ps.gpu_types()[0]
+    models = sorted({p.model for p in ps.profiles if p.gpu_type == gpu_type})
+    classes = pool(gpu_type, memory)
+    yield f"profiles: {len(models)} models on {gpu_type}, {memory:.3g} bytes per GPU, seed {seed}"
+    yield ""
+    yield HEADER
+    yield "|" + "---|" * (HEADER.count("|") - 1)
+    for n in counts:
+        sessions = zipf_sessions(models, n, seed)
+        t0 = time.perf_counter()
+        ours = schedule(sessions, curves, classes, "tnx")
+        elapsed = time.perf_counter() - t0
+        paper = schedule(sessions, curves, classes, "nexus-paper")
+        alone = schedule(sessions, curves, classes, "batch-oblivious")
+        moved = rescale(sessions, seed + 1)
+        inc = schedule(moved, curves, classes, "tnx", previous=ours.plan)
+        scratch = schedule(moved, curves, classes, "tnx")
+        checks = [(s.plan, sessions) for s in (ours, paper, alone)]
+        checks += [(inc.plan, moved), (scratch.plan, moved)]
+        ok = all(not validate_plan(p, ss, curves, default_memory=memory) for p, ss in checks)
+        yield (
+            f"| {n} | {ours.gpus} | {paper.gpus} | {alone.gpus} | {ours.lower_bound} "
+            f"| {elapsed:.2f} | {inc.gpus} (scratch {scratch.gpus}) | {inc.moves.count} "
+            f"| {diff(ours.plan, scratch.plan).count} | {'yes' if ok else 'NO'} |"
+        )

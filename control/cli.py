@@ -1,0 +1,91 @@
+"""`tnx plan` and `tnx bench plan`: the scheduler's commands (mounted by deploy/cli.py).
+
+All file handling lives here; the scheduler modules stay pure. User mistakes are
+raised as TnxError subclasses, which the root prints as one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from exporters.errors import UserInputError
+
+DEFAULT_PROFILES = Path(__file__).parent / "data" / "h200-profiles.json"
+
+
+def plan(
+    profiles: Path = typer.Option(..., "--profiles", help="profiles.json (batch latencies)."),
+    workload: Path = typer.Option(..., "--workload", help="workload.json (sessions, queries)."),
+    out: Path = typer.Option(..., "--out", help="Where to write plan.json."),
+    fleet: Path | None = typer.Option(None, "--fleet", help="fleet.json: place onto these GPUs."),
+    gpu_type: str | None = typer.Option(None, "--gpu-type", help="Unbounded pool of this type."),
+    gpu_memory: int | None = typer.Option(None, "--gpu-memory", help="Bytes per pool GPU."),
+    policy: str = typer.Option("tnx", "--policy", help="tnx | nexus-paper | batch-oblivious."),
+    previous: Path | None = typer.Option(
+        None, "--previous", help="The current plan.json: re-plan incrementally from it."
+    ),
+) -> None:
+    """Plan the workload's sessions onto GPUs and write plan.json."""
+    from control.problem import fleet_classes, pool
+    from control.scheduler import POLICIES, schedule_workload
+    from control.types import Plan, Workload
+    from model_repo_tools.fleet import Fleet
+    from model_repo_tools.profiles import ProfileSet
+
+    if policy not in POLICIES:
+        raise UserInputError(f"--policy: unknown {policy!r} (choose {', '.join(POLICIES)})")
+    if (fleet is None) == (gpu_type is None):
+        raise UserInputError("give either --fleet F or --gpu-type T [--gpu-memory B]")
+    if gpu_memory is not None and gpu_type is None:
+        raise UserInputError("--gpu-memory goes with --gpu-type")
+    if gpu_memory is not None and gpu_memory <= 0:
+        raise UserInputError(f"--gpu-memory: must be positive, got {gpu_memory}")
+    ps = ProfileSet.load(profiles)
+    wl = Workload.load(workload)
+    if fleet is not None:
+        fl = Fleet.load(fleet)
+        if not fl.gpus:
+            raise UserInputError(f"{fleet}: field gpus: no GPUs listed")
+        classes = fleet_classes(fl)
+    else:
+        assert gpu_type is not None
+        classes = pool(gpu_type, gpu_memory)
+    prev = Plan.load(previous) if previous is not None else None
+    result = schedule_workload(wl, ps.curves(), classes, policy, prev)
+    result.plan.save(out)
+    p = result.plan
+    unplaced = f", {len(p.unplaced)} unplaced" if p.unplaced else ""
+    typer.echo(
+        f"{out}: {len(p.gpus)} GPUs ({policy}), lower bound {result.lower_bound}, "
+        f"{sum(len(g.allocations) for g in p.gpus)} allocations{unplaced}"
+    )
+    if prev is not None:
+        m = result.moves
+        typer.echo(f"moves: {len(m.loads)} loads, {len(m.unloads)} unloads")
+    for u in p.unplaced:
+        typer.echo(f"unplaced {u.session} ({u.rate:g} req/s): {u.reason}")
+
+
+def bench_plan(
+    profiles: Path = typer.Option(DEFAULT_PROFILES, "--profiles", help="profiles.json to plan on."),
+    seed: int = typer.Option(0, "--seed", help="Workload seed."),
+    sizes: str = typer.Option("20,200,2000", "--sizes", help="Session counts, comma-separated."),
+    gpu_memory: int = typer.Option(
+        141_000_000_000, "--gpu-memory", help="Bytes per GPU (H200: 141 GB)."
+    ),
+) -> None:
+    """GPUs per policy, lower bound, planning time and moves on Zipf-0.9 workloads."""
+    from control.bench import run_bench
+    from model_repo_tools.profiles import ProfileSet
+
+    try:
+        counts = [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        raise UserInputError(f"--sizes: not a list of integers: {sizes!r}") from None
+    if not counts or min(counts) <= 0:
+        raise UserInputError(f"--sizes: need positive session counts, got {sizes!r}")
+    ps = ProfileSet.load(profiles)
+    for line in run_bench(ps, counts, seed, float(gpu_memory)):
+        typer.echo(line)
