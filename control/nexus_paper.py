@@ -71,7 +71,7 @@ def try_merge(a: Node, b: Node) -> Node | None:
     if batches is None:
         return None
     # Pieces are shared with the inputs until the merge is chosen; copy then.
-    merged.pieces = {k: Piece(p.demand, p.rate, nb) for (p, nb), k in zip(batches, merged.pieces)}
+    merged.pieces = {p.demand.id: Piece(p.demand, p.rate, nb) for p, nb in batches}
     merged.load = sum(p.lat for p in merged.pieces.values())
     merged.mem = sum(p.mem for p in merged.pieces.values())
     return merged
@@ -82,12 +82,11 @@ def _merge_load(node: Node, res: Node) -> float | None:
     duty = min(node.duty, res.duty)
     load = mem = 0.0
     for part in (node, res):
-        if part.duty == duty:
+        if part is node and part.duty == duty:
             # Batches only change on the side whose cycle shrinks.
-            if part is node:
-                load += part.load
-                mem += part.mem
-                continue
+            load += part.load
+            mem += part.mem
+            continue
         for p in part.pieces.values():
             t = p.demand.table
             b = t.batch_for(p.rate, duty)

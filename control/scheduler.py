@@ -17,8 +17,8 @@ from control.incremental import Moves, diff, replan
 from control.nexus_paper import plan_nexus
 from control.nodes import Node
 from control.problem import Demand, GpuClass, TableCache, resolve
-from control.tnx_policy import plan_tnx
 from control.query_analysis import query_sessions, split_slo
+from control.tnx_policy import plan_tnx
 from control.types import Allocation, GpuPlan, Plan, Session, Stage, Unplaced, Workload
 from control.validate import lower_bound
 from exporters.errors import PlanningError
