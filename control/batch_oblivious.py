@@ -21,7 +21,8 @@ def plan_oblivious(demands: list[Demand]) -> list[Node]:
         share = d.rate / n
         for _ in range(n):
             node = Node(d.gclass, duty)
-            node.pieces[d.id] = Piece(d, share, t.batch_for(share, duty))
+            # Batch b, not ceil(r·d/1000): it holds the arrivals, and l(b) = d by construction.
+            node.pieces[d.id] = Piece(d, share, b)
             node.load = sum(p.lat for p in node.pieces.values())
             node.mem = sum(p.mem for p in node.pieces.values())
             nodes.append(node)

@@ -54,8 +54,8 @@ def residual_node(d: Demand, rate: float, sat_batch: int) -> Node:
     if choice is None:
         # Never reached with monotone profiles; the saturated shape always holds.
         choice = (sat_batch, t.lat[sat_batch])
+    # The batch may exceed ceil(r·d/1000) in the fallback; it still holds the arrivals.
     b, duty = choice
-    b = t.batch_for(rate, duty)
     node = Node(d.gclass, duty)
     node.pieces[d.id] = Piece(d, rate, b)
     node.load, node.mem = t.lat[b], t.mem[b]

@@ -90,15 +90,17 @@ class BatchTable:
         best_cost = math.inf
         per_byte = mem_weight / mem_cap if math.isfinite(mem_cap) else 0.0
         for b in range(1, self.max_batch + 1):
-            lb = self.lat[b]
-            if self.mem[b] > mem_cap:
+            d = min(1000.0 * b / rate, slo - self.lat[b])
+            if d <= 0:
                 continue
-            d = min(1000.0 * b / rate, slo - lb)
-            if d < lb or d <= 0:
+            # The SLO may cut the cycle short of b arrivals: judge the batch it really gets.
+            real = self.batch_for(rate, d)
+            lb = self.lat[real]
+            if self.mem[real] > mem_cap or d < lb or d + lb > slo:
                 continue
-            cost = lb / d + per_byte * self.mem[b]
+            cost = lb / d + per_byte * self.mem[real]
             if cost < best_cost:
-                best, best_cost = (b, d), cost
+                best, best_cost = (real, d), cost
         return best
 
     def max_duty(self, rate: float, slo: float, mem_cap: float = math.inf) -> float:

@@ -39,6 +39,7 @@ class Residual:
     duty: float  # the cycle of least occupancy alone
     occupancy: float  # l(b)/d alone at that cycle
     longest: float  # the longest feasible cycle
+    batch: int  # its batch alone at `duty`
 
 
 def residuals(demands: list[Demand], mem_weight: float = 0.0) -> tuple[list[Node], list[Residual]]:
@@ -54,18 +55,22 @@ def residuals(demands: list[Demand], mem_weight: float = 0.0) -> tuple[list[Node
         if left <= 1e-9:
             continue
         alone = t.alone(left, d.slo, cap, mem_weight)
-        if alone is None:  # cannot happen when a peak batch exists; stay safe
+        if alone is None:
+            # Only with a non-monotone profile: a smaller batch is slower than the peak
+            # one. The saturated shape (batch `peak`, d = l(peak)) still holds the rate.
             alone = (peak, t.lat[peak])
         b, duty = alone
-        b = t.batch_for(left, duty)
-        rest.append(Residual(d, left, duty, t.lat[b] / duty, t.max_duty(left, d.slo, cap)))
+        rest.append(Residual(d, left, duty, t.lat[b] / duty, t.max_duty(left, d.slo, cap), b))
     return full, rest
 
 
 def _open(r: Residual) -> Node:
     node = Node(r.demand.gclass, r.duty)
-    if not node.add(r.demand, r.rate):  # pragma: no cover - alone() guarantees it fits
-        raise AssertionError(f"{r.demand.id}: alone configuration does not fit")
+    if not node.add(r.demand, r.rate):
+        # The batch may exceed ceil(r·d/1000) (see residuals()); it still holds the arrivals.
+        t = r.demand.table
+        node.pieces[r.demand.id] = Piece(r.demand, r.rate, r.batch)
+        node.load, node.mem = t.lat[r.batch], t.mem[r.batch]
     return node
 
 

@@ -11,6 +11,7 @@ import math
 import random
 
 from control.types import Session
+from model_repo_tools.profiles import BatchPoint, Profile, ProfileSet
 
 
 def zipf_sessions(
@@ -40,3 +41,39 @@ def rescale(sessions: list[Session], seed: int, change: float = 0.3) -> list[Ses
         s.model_copy(update={"rate": round(s.rate * rng.uniform(1 - change, 1 + change), 2)})
         for s in sessions
     ]
+
+
+def synthetic_profiles(
+    seed: int,
+    models: int = 6,
+    gpu_types: tuple[str, ...] = ("gpu-a",),
+    monotone: bool = True,
+) -> ProfileSet:
+    """Random but plausible profiles: a fixed cost up to a knee, then linear per sample
+    (as measured GPUs behave), weights plus per-sample memory; powers of two listed.
+    With monotone=False the listed latencies are shuffled noise, to stress invariants."""
+    rng = random.Random(seed)
+    out = []
+    for m in range(models):
+        base = rng.uniform(0.3, 6.0)
+        per = rng.uniform(0.01, 0.4)
+        knee = rng.choice([1, 2, 4, 8, 16])
+        weights = int(rng.uniform(1e7, 1.5e9))
+        act = rng.uniform(1e6, 4e7)
+        top = rng.choice([8, 16, 32, 64, 128, 256])
+        for i, ty in enumerate(gpu_types):
+            speed = 1.0 if i == 0 else rng.uniform(0.4, 2.5)
+            batches = []
+            b = 1
+            while b <= top:
+                lat = speed * (base + per * max(0, b - knee))
+                if not monotone:
+                    lat = speed * rng.uniform(0.2, 1.0) * (base + per * b)
+                batches.append(
+                    BatchPoint(
+                        batch=b, latency_ms=round(lat, 4), memory_bytes=int(weights + act * b)
+                    )
+                )
+                b *= 2
+            out.append(Profile(model=f"m{m}", gpu_type=ty, weights_bytes=weights, batches=batches))
+    return ProfileSet(profiles=out)
