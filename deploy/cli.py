@@ -64,7 +64,7 @@ def _mount() -> None:
 def main() -> None:
     _mount()
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except TnxError as err:
         typer.echo(f"tnx: error: {err}", err=True)
         sys.exit(1)
@@ -82,3 +82,9 @@ def main() -> None:
         if isinstance(err, click.exceptions.Exit):
             sys.exit(err.exit_code)
         raise
+    # Without standalone mode click returns typer.Exit's code instead of exiting.
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""A synchronous handle on one Triton server's model-repository and inference APIs (gRPC).
+
+tritonclient's InferenceServerException enters here and leaves as ServerError,
+naming the server and the model, so callers (CLI, profiler, actuator) print one
+line instead of a gRPC traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from exporters.errors import ServerError
+
+
+@contextlib.contextmanager
+def translated(server: str, what: str) -> Iterator[None]:
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        yield
+    except InferenceServerException as err:
+        msg = (err.message() or str(err)).strip().splitlines()[0]
+        raise ServerError(f"{server}: {what}: {msg}") from None
+
+
+class TritonServer:
+    def __init__(self, address: str, timeout_s: float = 60.0) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.address = address
+        self.timeout_s = timeout_s
+        self._grpc = grpcclient
+        self.client = grpcclient.InferenceServerClient(address)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> TritonServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def is_ready(self) -> bool:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(self.client.is_server_ready(client_timeout=2.0))
+        except InferenceServerException:
+            return False
+
+    def load(self, model: str, config_json: str | None = None) -> None:
+        with translated(self.address, f"load {model}"):
+            self.client.load_model(model, config=config_json, client_timeout=self.timeout_s)
+
+    def unload(self, model: str) -> None:
+        with translated(self.address, f"unload {model}"):
+            self.client.unload_model(model, client_timeout=self.timeout_s)
+
+    def is_model_ready(self, model: str) -> bool:
+        with translated(self.address, f"ready {model}"):
+            return bool(self.client.is_model_ready(model))
+
+    def repository_index(self) -> list[dict[str, Any]]:
+        """Each model of the repository with its `state` (READY, UNAVAILABLE, …)."""
+        with translated(self.address, "repository index"):
+            index = self.client.get_model_repository_index(as_json=True)
+        return list(index.get("models", []))
+
+    def config(self, model: str) -> dict[str, Any]:
+        with translated(self.address, f"config of {model}"):
+            return self.client.get_model_config(model, as_json=True)["config"]
+
+    def metadata(self, model: str) -> dict[str, Any]:
+        with translated(self.address, f"metadata of {model}"):
+            return self.client.get_model_metadata(model, as_json=True)
+
+    def statistics(self, model: str) -> dict[str, Any]:
+        with translated(self.address, f"statistics of {model}"):
+            return self.client.get_inference_statistics(model, as_json=True)
+
+    def infer(
+        self, model: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        from tritonclient.utils import np_to_triton_dtype
+
+        tensors = []
+        for name, array in inputs.items():
+            t = self._grpc.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            t.set_data_from_numpy(array)
+            tensors.append(t)
+        with translated(self.address, f"infer {model}"):
+            result = self.client.infer(model, tensors, client_timeout=self.timeout_s)
+            names = outputs or [o["name"] for o in result.get_response(as_json=True)["outputs"]]
+            return {n: result.as_numpy(n) for n in names}
