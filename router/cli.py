@@ -1,0 +1,63 @@
+"""`tnx router serve`: the data plane on a plan, a fleet and profiles (DESIGN.md contracts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+router_app = typer.Typer(no_args_is_help=True)
+
+
+def build_service(
+    plan: Path, fleet: Path, profiles: Path, drop: str = "early", max_body_mb: float = 64.0
+):
+    from control.types import Plan
+    from exporters.errors import UserInputError
+    from model_repo_tools.fleet import Fleet
+    from model_repo_tools.profiles import ProfileSet
+    from router.app import RouterService
+    from router.types import DROP_MODES
+
+    if drop not in DROP_MODES:
+        raise UserInputError(f"--drop {drop!r}: expected one of {', '.join(DROP_MODES)}")
+    p, f, prof = Plan.load(plan), Fleet.load(fleet), ProfileSet.load(profiles)
+    curves = prof.curves()
+    for g in p.gpus:
+        for a in g.allocations:
+            if (a.model, g.gpu_type) not in curves:
+                raise UserInputError(
+                    f"{profiles}: no profile for model {a.model!r} on gpu type "
+                    f"{g.gpu_type!r} (plan gpu {g.gpu})"
+                )
+    return RouterService(
+        p,
+        f,
+        curves,
+        drop=drop,  # type: ignore[arg-type]
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+    )
+
+
+@router_app.command("serve")
+def serve(
+    plan: Path = typer.Option(..., "--plan", help="plan.json"),
+    fleet: Path = typer.Option(..., "--fleet", help="fleet.json (gRPC address per plan GPU)"),
+    profiles: Path = typer.Option(..., "--profiles", help="profiles.json"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    drop: str = typer.Option("early", "--drop", help="early (sliding window) | lazy | none"),
+    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Larger bodies get 413."),
+) -> None:
+    """Serve KServe v2 on HOST:PORT, batching and dropping as the plan prescribes."""
+    import uvicorn
+
+    from router.app import create_app
+
+    service = build_service(plan, fleet, profiles, drop, max_body_mb)
+    typer.echo(
+        f"tnx router on http://{host}:{port} ({len(service.plan.gpus)} gpus, drop={drop})", err=True
+    )
+    uvicorn.run(
+        create_app(service), host=host, port=port, log_level="warning", timeout_graceful_shutdown=10
+    )

@@ -1,0 +1,113 @@
+"""The router's backend: one batched gRPC `infer` per dispatch, through `tritonclient.grpc.aio`.
+
+Each request's payload is a dict of input name → numpy array with the
+request's samples on axis 0. A batch concatenates them on axis 0, calls the
+GPU's server once, and slices every output back by the requests' sample
+counts. Triton's INVALID_ARGUMENT (bad shape, batch too large) is the
+request's fault and leaves the GPU up; anything else marks it down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from exporters.errors import ServerError
+from model_repo_tools.fleet import Fleet
+from router.driver import BatchRejectedError
+from router.types import Request
+
+_REJECT_STATUSES = {"StatusCode.INVALID_ARGUMENT", "400"}
+
+
+class TritonBackend:
+    def __init__(self, fleet: Fleet, timeout_s: float = 30.0) -> None:
+        import tritonclient.grpc.aio as grpcaio
+
+        self._aio = grpcaio
+        self._servers = {g.id: g.server for g in fleet.gpus}
+        self._clients: dict[str, Any] = {}
+        self._timeout_s = timeout_s
+
+    def server(self, gpu: str) -> str:
+        try:
+            return self._servers[gpu]
+        except KeyError:
+            raise ServerError(f"gpu {gpu!r} is not in the fleet") from None
+
+    def _client(self, gpu: str) -> Any:
+        client = self._clients.get(gpu)
+        if client is None:
+            # Clients share a server's channel when several GPUs sit on one server.
+            client = self._clients[gpu] = self._aio.InferenceServerClient(self.server(gpu))
+        return client
+
+    def set_fleet(self, fleet: Fleet) -> None:
+        """Adopt a new fleet; clients of servers that left are closed."""
+        new = {g.id: g.server for g in fleet.gpus}
+        for gid in [g for g in self._clients if self._servers.get(g) != new.get(g)]:
+            client = self._clients.pop(gid)
+            asyncio.get_running_loop().create_task(client.close())
+        self._servers = new
+
+    async def infer(
+        self, gpu: str, model: str, batch: Sequence[Request]
+    ) -> list[dict[str, np.ndarray]]:
+        from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+        first = batch[0].payload
+        inputs = []
+        for name in first:
+            parts = [r.payload[name] for r in batch]
+            array = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+            t = self._aio.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            t.set_data_from_numpy(array)
+            inputs.append(t)
+        try:
+            result = await self._client(gpu).infer(model, inputs, client_timeout=self._timeout_s)
+        except InferenceServerException as err:
+            msg = (err.message() or str(err)).strip().splitlines()[0]
+            if str(err.status()) in _REJECT_STATUSES:
+                raise BatchRejectedError(f"{self.server(gpu)}: {model}: {msg}") from None
+            raise ServerError(f"{self.server(gpu)}: {model}: {msg}") from None
+        response = result.get_response()
+        outputs = {o.name: result.as_numpy(o.name) for o in response.outputs}
+        answers, start = [], 0
+        for r in batch:
+            stop = start + r.n_samples
+            answers.append({n: a[start:stop] for n, a in outputs.items()})
+            start = stop
+        return answers
+
+    async def healthy(self, gpu: str) -> bool:
+        """Health probe: the server answers ready."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(await self._client(gpu).is_server_ready(client_timeout=2.0))
+        except (InferenceServerException, OSError):
+            return False
+
+    async def metadata(self, gpu: str, model: str) -> tuple[dict[str, Any], int]:
+        """(model metadata as Triton's HTTP JSON, max_batch_size) from the GPU's server."""
+        from tritonclient.utils import InferenceServerException
+
+        client = self._client(gpu)
+        try:
+            meta = await client.get_model_metadata(model, as_json=True, client_timeout=10.0)
+            cfg = await client.get_model_config(model, as_json=True, client_timeout=10.0)
+        except InferenceServerException as err:
+            msg = (err.message() or str(err)).strip().splitlines()[0]
+            raise ServerError(f"{self.server(gpu)}: metadata of {model}: {msg}") from None
+        # gRPC's JSON spells int64 shapes as strings; Triton's HTTP metadata has ints.
+        for t in meta.get("inputs", []) + meta.get("outputs", []):
+            t["shape"] = [int(d) for d in t.get("shape", [])]
+        return meta, int(cfg["config"].get("max_batch_size", 0))
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
