@@ -6,10 +6,14 @@ and the CLI can build a policy in one line too.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
+
 from control.types import Plan
 from model_repo_tools.profiles import LatencyCurve
+from router.clock import VirtualClock
 from router.policy import BatchPolicy
-from router.types import Action, Dispatch, Drop, DropMode, WakeAt
+from router.types import Action, Dispatch, Drop, DropMode, Request, WakeAt
 
 # l(1)=5, l(4)=8, l(8)=12 ms: a typical sub-linear batch curve.
 CURVE = {1: 5.0, 4: 8.0, 8: 12.0}
@@ -59,3 +63,34 @@ def wakes(actions: list[Action]) -> list[float]:
 
 def ids(d: Dispatch) -> list[int | str]:
     return [r.id for r in d.requests]
+
+
+class FakeBackend:
+    """A Backend on a VirtualClock: a batch of n samples takes `latency(gpu, model, n)` ms.
+
+    `fail[gpu]` is raised (instead of running) while set; `hang` GPUs never answer.
+    Each answer is `(gpu, request.id)`.
+    """
+
+    def __init__(self, clock: VirtualClock, latency: Callable[[str, str, int], float]) -> None:
+        self.clock = clock
+        self.latency = latency
+        self.fail: dict[str, Exception] = {}
+        self.hang: set[str] = set()
+        self.calls: list[tuple[float, str, list[int | str]]] = []
+
+    async def infer(self, gpu: str, model: str, batch: Sequence[Request]) -> list[object]:
+        self.calls.append((self.clock.now(), gpu, [r.id for r in batch]))
+        if gpu in self.fail:
+            raise self.fail[gpu]
+        if gpu in self.hang:
+            await asyncio.Event().wait()
+        await self.clock.sleep(self.latency(gpu, model, sum(r.n_samples for r in batch)))
+        return [(gpu, r.id) for r in batch]
+
+
+def profile_latency(
+    c: dict[tuple[str, str], LatencyCurve], gpu_type: str = "t", scale: float = 1.0
+) -> Callable[[str, str, int], float]:
+    """latency(gpu, model, n) = scale * l(n) from curves of one gpu type."""
+    return lambda gpu, model, n: scale * c[(model, gpu_type)].latency(n)

@@ -1,0 +1,289 @@
+"""The asyncio driver of the batching policy: futures per request, one task per batch.
+
+`AsyncRouter` feeds `router.policy.BatchPolicy` the events of a live router
+(arrivals from `submit`, ends of batches, timers, GPU down/up, plan switches)
+and carries out its actions against a `Backend`, the one-method seam to the
+servers (httpx's transport pattern). Every submitted request resolves exactly
+once, to `Answered` or `Dropped`, also when the router shuts down.
+
+A backend exception or a batch past its timeout marks the GPU down (the
+policy re-homes or drops the batch's requests); an optional async `health`
+probe then polls the GPU and brings it back with `mark_up`. A backend that
+raises `BatchRejectedError` says the inputs were refused by a healthy server:
+the batch's requests are dropped `rejected` and the GPU stays up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from control.types import Plan
+from exporters.errors import ServerError
+from router.clock import Clock, LoopClock, Timer
+from router.policy import BatchPolicy
+from router.types import (
+    SHUTTING_DOWN,
+    Action,
+    Answered,
+    BatchStatus,
+    Dispatch,
+    Drop,
+    Dropped,
+    Outcome,
+    Request,
+    WakeAt,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    """Runs one batch on one GPU and returns one result per request, in order.
+
+    The Triton backend concatenates the requests' inputs on axis 0 (each
+    request contributes `n_samples` rows), calls the server once and splits
+    the answer back. Raise `BatchRejectedError` when the server refuses the
+    inputs; any other exception counts as a server failure.
+    """
+
+    async def infer(self, gpu: str, model: str, batch: Sequence[Request]) -> Sequence[Any]: ...
+
+
+class BatchRejectedError(ServerError):
+    """The server refused this batch's inputs; the server itself is healthy."""
+
+
+@dataclass(slots=True, frozen=True, eq=False)
+class BatchEnded:
+    """Reported to `on_event` when a batch comes back (for metrics: sizes, busy time)."""
+
+    dispatch: Dispatch
+    status: BatchStatus
+    started: float
+    finished: float
+    error: str = ""
+
+
+Event = Action | BatchEnded
+HealthProbe = Callable[[str], Awaitable[bool]]
+
+
+class AsyncRouter:
+    """Drive `policy` under asyncio against `backend`.
+
+    - `clock`: where time comes from (`LoopClock()` = time.monotonic in ms).
+    - `health`: `async (gpu) -> bool`, polled every `probe_interval_ms` while a GPU
+      is down; True brings it back. Without it, only `mark_up` does.
+    - Batch timeout: max(`min_timeout_ms`, `timeout_factor` x the policy's l(b)).
+    - `on_event(now, event)`: sees every Dispatch, Drop, WakeAt and BatchEnded.
+
+    All methods must be called from the event loop's thread.
+    """
+
+    def __init__(
+        self,
+        policy: BatchPolicy,
+        backend: Backend,
+        *,
+        clock: Clock | None = None,
+        health: HealthProbe | None = None,
+        probe_interval_ms: float = 1000.0,
+        min_timeout_ms: float = 1000.0,
+        timeout_factor: float = 10.0,
+        on_event: Callable[[float, Event], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self._backend = backend
+        self._clock: Clock = clock or LoopClock()
+        self._health = health
+        self._probe_interval = probe_interval_ms
+        self._min_timeout = min_timeout_ms
+        self._timeout_factor = timeout_factor
+        self._on_event = on_event
+        self._futures: dict[Request, asyncio.Future[Outcome]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._probes: dict[str, asyncio.Task[None]] = {}
+        self._timer: Timer | None = None
+        self._ids = itertools.count()
+        # Why a batch's requests were refused, for the Dropped.detail of those requests.
+        self._detail: dict[Request, str] = {}
+
+    # ---- public API -----------------------------------------------------------------
+
+    def now(self) -> float:
+        return self._clock.now()
+
+    def request(self, session: str, payload: Any = None, n_samples: int = 1) -> Request:
+        """A Request arriving now, deadline now + the session's SLO, with a fresh id."""
+        return self.policy.request(next(self._ids), session, self._clock.now(), payload, n_samples)
+
+    def submit(self, request: Request) -> asyncio.Future[Outcome]:
+        """Queue `request`; the future resolves once, to Answered or Dropped.
+
+        If the caller stops waiting (cancels the future), the request still runs
+        its course in the policy; only its answer is discarded.
+        """
+        if request in self._futures:
+            raise ValueError(f"request {request.id} submitted twice")
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._futures[request] = fut
+        self._apply(self.policy.arrival(self._clock.now(), request))
+        return fut
+
+    async def infer(self, session: str, payload: Any = None, n_samples: int = 1) -> Outcome:
+        """`submit(request(...))` and wait for the outcome."""
+        return await self.submit(self.request(session, payload, n_samples))
+
+    def mark_down(self, gpu: str) -> None:
+        self._apply(self.policy.mark_down(self._clock.now(), gpu))
+        self._start_probe(gpu)
+
+    def mark_up(self, gpu: str) -> None:
+        probe = self._probes.pop(gpu, None)
+        if probe is not None and probe is not asyncio.current_task():
+            probe.cancel()
+        self._apply(self.policy.mark_up(self._clock.now(), gpu))
+
+    def switch_plan(self, plan: Plan) -> None:
+        """Install a new plan (raises UserInputError, changing nothing, if it is invalid)."""
+        self._apply(self.policy.switch_plan(self._clock.now(), plan))
+
+    def pending(self) -> int:
+        """Requests submitted and not yet answered."""
+        return len(self._futures)
+
+    async def shutdown(self, grace_ms: float = 5000.0) -> None:
+        """Drop the queue `shutting_down`, let batches in flight finish for up to
+        `grace_ms`, then answer whatever is left `shutting_down` too."""
+        self._apply(self.policy.shutdown(self._clock.now()))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for probe in self._probes.values():
+            probe.cancel()
+        self._probes.clear()
+        if self._tasks:
+            loop = asyncio.get_running_loop()
+            expired = loop.create_future()
+            timer = self._clock.call_at(
+                self._clock.now() + grace_ms, lambda: expired.done() or expired.set_result(None)
+            )
+            while self._tasks and not expired.done():
+                await asyncio.wait({*self._tasks, expired}, return_when=asyncio.FIRST_COMPLETED)
+            timer.cancel()
+            for t in list(self._tasks):
+                t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        now = self._clock.now()
+        for r in list(self._futures):
+            self._resolve(r, Dropped(r, SHUTTING_DOWN, now))
+
+    # ---- internals ------------------------------------------------------------------
+
+    def _apply(self, actions: list[Action]) -> None:
+        if not actions:
+            return
+        now = self._clock.now()
+        for a in actions:
+            if self._on_event is not None:
+                self._on_event(now, a)
+            if isinstance(a, Dispatch):
+                task = asyncio.get_running_loop().create_task(self._run_batch(a, now))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif isinstance(a, Drop):
+                detail = self._detail.pop(a.request, "")
+                self._resolve(a.request, Dropped(a.request, a.reason, now, detail))
+            elif isinstance(a, WakeAt):
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = self._clock.call_at(a.time, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._apply(self.policy.timer(self._clock.now()))
+
+    def _resolve(self, r: Request, outcome: Outcome) -> None:
+        fut = self._futures.pop(r, None)
+        self._detail.pop(r, None)
+        if fut is not None and not fut.done():
+            fut.set_result(outcome)
+
+    async def _run_batch(self, d: Dispatch, started: float) -> None:
+        loop = asyncio.get_running_loop()
+        inner = loop.create_task(self._backend.infer(d.gpu, d.model, list(d.requests)))
+        timed_out = False
+
+        def on_timeout() -> None:
+            nonlocal timed_out
+            timed_out = True
+            inner.cancel()
+
+        budget = max(self._min_timeout, self._timeout_factor * d.expected_ms)
+        timer = self._clock.call_at(started + budget, on_timeout)
+        try:
+            await asyncio.wait({inner})
+        finally:
+            timer.cancel()
+            if not inner.done():
+                inner.cancel()  # we are being cancelled ourselves (shutdown)
+        status: BatchStatus = "ok"
+        error = ""
+        results: Sequence[Any] = ()
+        if inner.cancelled():
+            status, error = "failed", f"{d.gpu}: batch timed out after {budget:.0f} ms"
+        elif (exc := inner.exception()) is not None:
+            status = "rejected" if isinstance(exc, BatchRejectedError) else "failed"
+            error = f"{d.gpu}: {exc}"
+        else:
+            results = inner.result()
+            if len(results) != len(d.requests):
+                status = "failed"
+                error = f"{d.gpu}: {len(results)} results for {len(d.requests)} requests"
+        now = self._clock.now()
+        if status != "ok":
+            log.warning("batch %d on %s %s: %s", d.batch_id, d.gpu, status, error)
+        if self._on_event is not None:
+            self._on_event(now, BatchEnded(d, status, started, now, error))
+        if status == "ok":
+            for r, result in zip(d.requests, results, strict=True):
+                self._resolve(r, Answered(r, result, d.gpu, started, now))
+        elif status == "rejected":
+            for r in d.requests:
+                self._detail[r] = error
+        actions = self.policy.batch_done(now, d.gpu, d.batch_id, status)
+        self._apply(actions)
+        if status == "failed":
+            self._start_probe(d.gpu)
+
+    def _start_probe(self, gpu: str) -> None:
+        if self._health is None or self.policy.closed or gpu in self._probes:
+            return
+        self._probes[gpu] = asyncio.get_running_loop().create_task(self._probe(gpu))
+
+    async def _probe(self, gpu: str) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._health is not None
+        while True:
+            tick = loop.create_future()
+            self._clock.call_at(
+                self._clock.now() + self._probe_interval,
+                lambda f=tick: f.done() or f.set_result(None),
+            )
+            await tick
+            try:
+                healthy = await self._health(gpu)
+            except Exception as exc:  # a failing probe just means "not yet"
+                log.debug("health probe of %s failed: %s", gpu, exc)
+                healthy = False
+            if healthy:
+                self._probes.pop(gpu, None)
+                self.mark_up(gpu)
+                return

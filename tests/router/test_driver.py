@@ -1,0 +1,160 @@
+"""router.driver: the asyncio driver over a fake backend, on a virtual clock and on real time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from router.clock import LoopClock, VirtualClock
+from router.driver import AsyncRouter, BatchEnded, BatchRejectedError
+from router.policy import BatchPolicy
+from router.testing import FakeBackend, curves, one_gpu_policy, plan, profile_latency
+from router.types import Answered, Dropped, Request
+
+
+def _router(
+    policy: BatchPolicy | None = None, scale: float = 1.0, **kw: object
+) -> tuple[AsyncRouter, VirtualClock, FakeBackend]:
+    clock = VirtualClock()
+    backend = FakeBackend(clock, profile_latency(curves(), scale=scale))
+    router = AsyncRouter(policy or one_gpu_policy(), backend, clock=clock, **kw)  # type: ignore[arg-type]
+    return router, clock, backend
+
+
+def _shared() -> BatchPolicy:
+    return BatchPolicy(
+        plan(("g0", 20.0, [("s", "m", 4, 50.0)]), ("g1", 20.0, [("s", "m", 4, 50.0)])),
+        curves(),
+    )
+
+
+async def test_requests_are_batched_and_answered_with_their_slice() -> None:
+    router, clock, backend = _router()
+    futs = [router.submit(router.request("s", payload=i)) for i in range(5)]
+    await clock.run()
+    outs = [f.result() for f in futs]
+    assert all(isinstance(o, Answered) for o in outs)
+    assert [o.result for o in outs] == [("g0", i) for i in range(5)]  # type: ignore[union-attr]
+    assert [ids for _, _, ids in backend.calls] == [[0], [1, 2, 3, 4]]
+    assert outs[4].finished == pytest.approx(5.0 + 8.0)  # type: ignore[union-attr]
+    assert router.pending() == 0
+
+
+async def test_unknown_session_resolves_at_once() -> None:
+    router, _, _ = _router()
+    out = await router.submit(router.request("nope"))
+    assert isinstance(out, Dropped) and out.reason == "no_session"
+
+
+async def test_doomed_request_is_answered_by_the_timer() -> None:
+    router, clock, _ = _router(one_gpu_policy(slo=12.0))
+    first = router.submit(router.request("s"))
+    late = router.submit(router.request("s"))  # waits 5 ms, then l(1)=5: fits (10 <= 12)
+    doomed = router.submit(Request("x", "s", 0.0, 9.0))  # must start by 4: GPU busy till 5
+    await clock.run()
+    assert isinstance(first.result(), Answered) and isinstance(late.result(), Answered)
+    out = doomed.result()
+    assert isinstance(out, Dropped) and out.reason == "deadline" and out.at == pytest.approx(4.0)
+
+
+async def test_backend_error_marks_gpu_down_and_rehomes() -> None:
+    events: list[object] = []
+    router, clock, backend = _router(_shared(), on_event=lambda now, e: events.append(e))
+    backend.fail["g0"] = ConnectionError("unreachable")
+    futs = [router.submit(router.request("s", payload=i)) for i in range(3)]
+    await clock.run()
+    outs = [f.result() for f in futs]
+    assert all(isinstance(o, Answered) and o.gpu == "g1" for o in outs), outs
+    assert not router.policy.is_up("g0")
+    ended = [e for e in events if isinstance(e, BatchEnded)]
+    assert ended[0].status == "failed" and "unreachable" in ended[0].error
+
+
+async def test_backend_error_without_another_gpu_drops_server_down() -> None:
+    router, clock, backend = _router()
+    backend.fail["g0"] = ConnectionError("refused")
+    futs = [router.submit(router.request("s")) for _ in range(3)]
+    await clock.run()
+    assert [f.result().reason for f in futs] == ["server_down"] * 3  # type: ignore[union-attr]
+    later = await router.submit(router.request("s"))
+    assert isinstance(later, Dropped) and later.reason == "no_server"
+
+
+async def test_health_probe_brings_the_gpu_back() -> None:
+    healthy = False
+
+    async def health(gpu: str) -> bool:
+        return healthy
+
+    router, clock, backend = _router(health=health, probe_interval_ms=100.0)
+    backend.fail["g0"] = ConnectionError("refused")
+    router.submit(router.request("s"))
+    await clock.run(until=350.0)
+    assert not router.policy.is_up("g0")
+    healthy = True
+    del backend.fail["g0"]
+    await clock.run(until=500.0)
+    assert router.policy.is_up("g0")
+    fut = router.submit(router.request("s"))
+    await clock.run()
+    assert isinstance(fut.result(), Answered)
+
+
+async def test_timeout_counts_as_failure() -> None:
+    router, clock, backend = _router(_shared(), min_timeout_ms=30.0, timeout_factor=1.0)
+    backend.hang.add("g0")
+    fut = router.submit(router.request("s"))  # to g0, which never answers
+    await clock.run()
+    out = fut.result()
+    # Timed out at 30 ms; 30 + l(1) = 35 <= deadline 50, so g1 served it.
+    assert isinstance(out, Answered) and out.gpu == "g1" and out.dispatched == pytest.approx(30.0)
+    assert not router.policy.is_up("g0")
+
+
+async def test_rejected_batch_is_dropped_with_the_servers_reason() -> None:
+    router, clock, backend = _router()
+    backend.fail["g0"] = BatchRejectedError("input 'x': expected FP32, got INT64")
+    fut = router.submit(router.request("s"))
+    await clock.run()
+    out = fut.result()
+    assert isinstance(out, Dropped) and out.reason == "rejected" and "FP32" in out.detail
+    assert router.policy.is_up("g0")
+
+
+async def test_wrong_number_of_results_is_a_failure() -> None:
+    class Short:
+        async def infer(self, gpu: str, model: str, batch: Sequence[Request]) -> list[object]:
+            return []
+
+    router = AsyncRouter(one_gpu_policy(), Short(), clock=VirtualClock())
+    out = await router.submit(router.request("s"))
+    assert isinstance(out, Dropped) and out.reason == "server_down"
+
+
+async def test_shutdown_answers_everything_once() -> None:
+    router, clock, backend = _router(_shared())
+    backend.hang.add("g1")
+    futs = [router.submit(router.request("s")) for _ in range(6)]  # g0, g1 busy; 4 queued
+    stopping = asyncio.ensure_future(router.shutdown(grace_ms=100.0))
+    await clock.run()
+    await stopping
+    outs = [f.result() for f in futs]
+    assert isinstance(outs[0], Answered)  # g0's batch finished within the grace
+    assert [o.reason for o in outs[1:]] == ["shutting_down"] * 5  # type: ignore[union-attr]
+    assert router.pending() == 0
+    late = await router.submit(router.request("s"))
+    assert isinstance(late, Dropped) and late.reason == "shutting_down"
+
+
+async def test_real_clock_round_trip() -> None:
+    class Echo:
+        async def infer(self, gpu: str, model: str, batch: Sequence[Request]) -> list[object]:
+            await asyncio.sleep(0.002)
+            return [r.payload * 2 for r in batch]
+
+    router = AsyncRouter(one_gpu_policy(slo=2000.0), Echo(), clock=LoopClock())
+    outs = await asyncio.gather(*(router.infer("s", payload=i) for i in range(20)))
+    assert [o.result for o in outs] == [2 * i for i in range(20)]  # type: ignore[union-attr]
+    await router.shutdown()
