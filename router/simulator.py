@@ -1,0 +1,296 @@
+"""A virtual-clock driver of the batching policy (SimPy-style: a heap of events).
+
+The same `router.policy.BatchPolicy` that serves live traffic runs here against
+a simulated backend: a batch of n samples on a GPU takes l(n) from the
+profile, times a per-GPU speed factor, times optional seeded log-normal noise.
+Arrivals are open-loop (Poisson by default, as in Nexus's and Clockwork's
+evaluations); GPUs can be taken down and brought back on a script. The result
+holds every request's outcome and summary statistics (goodput, drops by
+reason, late answers, p50/p99), so drop policies can be compared on the same
+trace: `compare_drop_modes(plan, curves, load=2.0)`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from control.types import Plan
+from model_repo_tools.profiles import LatencyCurve
+from router.policy import BatchPolicy
+from router.types import (
+    Action,
+    Answered,
+    Dispatch,
+    Drop,
+    DropMode,
+    Dropped,
+    Outcome,
+    Request,
+    WakeAt,
+)
+
+LatencyFn = Callable[[str, str, int], float]
+"""(gpu, model, samples) -> true batch time in ms."""
+
+_ARRIVAL, _DONE, _FAIL, _TIMER, _DOWN, _UP, _SHUTDOWN = range(7)
+
+
+@dataclass(slots=True, frozen=True)
+class Outage:
+    """`gpu` fails at `start` (its batch in flight fails) and is back at `end`."""
+
+    gpu: str
+    start: float
+    end: float = math.inf
+
+
+@dataclass(slots=True)
+class SimStats:
+    offered: int
+    answered: int
+    on_time: int
+    late: int
+    dropped: dict[str, int]
+    duration_ms: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def goodput(self) -> float:
+        """Answers within their SLO per second of offered load."""
+        return 1000.0 * self.on_time / self.duration_ms if self.duration_ms > 0 else 0.0
+
+    @property
+    def drop_rate(self) -> float:
+        return sum(self.dropped.values()) / self.offered if self.offered else 0.0
+
+    @property
+    def late_rate(self) -> float:
+        """Late answers as a fraction of answers."""
+        return self.late / self.answered if self.answered else 0.0
+
+
+@dataclass(slots=True)
+class SimResult:
+    outcomes: list[Outcome]  # in arrival order
+    dispatches: list[tuple[float, Dispatch]] = field(default_factory=list)
+    drops: list[tuple[float, Drop]] = field(default_factory=list)
+    duration_ms: float = 0.0
+
+    def stats(self) -> SimStats:
+        lat = sorted(o.latency_ms for o in self.outcomes if isinstance(o, Answered))
+        on_time = sum(1 for o in self.outcomes if isinstance(o, Answered) and not o.late)
+        dropped: dict[str, int] = {}
+        for o in self.outcomes:
+            if isinstance(o, Dropped):
+                dropped[o.reason] = dropped.get(o.reason, 0) + 1
+        return SimStats(
+            offered=len(self.outcomes),
+            answered=len(lat),
+            on_time=on_time,
+            late=len(lat) - on_time,
+            dropped=dropped,
+            duration_ms=self.duration_ms,
+            p50_ms=_quantile(lat, 0.50),
+            p99_ms=_quantile(lat, 0.99),
+        )
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    if not xs:
+        return math.nan
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def profile_latency(
+    plan: Plan,
+    curves: Mapping[tuple[str, str], LatencyCurve],
+    *,
+    speed: float | Mapping[str, float] = 1.0,
+    noise_cv: float = 0.0,
+    seed: int = 0,
+) -> LatencyFn:
+    """True batch times: l(n) of the GPU's type x speed[gpu] x log-normal noise (mean 1)."""
+    types = {g.gpu: g.gpu_type for g in plan.gpus}
+    rng = random.Random(seed)
+    sigma = math.sqrt(math.log1p(noise_cv**2)) if noise_cv > 0 else 0.0
+
+    def latency(gpu: str, model: str, n: int) -> float:
+        s = speed if isinstance(speed, int | float) else speed.get(gpu, 1.0)
+        t = curves[(model, types[gpu])].latency(n) * s
+        if sigma:
+            t *= rng.lognormvariate(-sigma * sigma / 2, sigma)
+        return t
+
+    return latency
+
+
+def poisson_arrivals(
+    plan: Plan,
+    duration_ms: float,
+    *,
+    load: float = 1.0,
+    seed: int = 0,
+    n_samples: int = 1,
+) -> list[Request]:
+    """Open-loop Poisson arrivals at `load` x each session's planned rate, for `duration_ms`."""
+    rates: dict[str, float] = {}
+    slos: dict[str, float] = {}
+    for g in plan.gpus:
+        for a in g.allocations:
+            rates[a.session] = rates.get(a.session, 0.0) + a.rate
+            slos[a.session] = min(slos.get(a.session, math.inf), a.slo_ms)
+    rng = random.Random(seed)
+    times: list[tuple[float, str]] = []
+    for session in sorted(rates):
+        per_ms = rates[session] * load / 1000.0
+        if per_ms <= 0:
+            continue
+        t = rng.expovariate(per_ms)
+        while t < duration_ms:
+            times.append((t, session))
+            t += rng.expovariate(per_ms)
+    times.sort()
+    return [Request(i, s, t, t + slos[s], n_samples) for i, (t, s) in enumerate(times)]
+
+
+class Simulator:
+    """Runs `policy` over a trace on a virtual clock. One use per instance."""
+
+    def __init__(self, policy: BatchPolicy, latency: LatencyFn) -> None:
+        self.policy = policy
+        self._latency = latency
+        self._heap: list[tuple[float, int, int, object]] = []
+        self._seq = itertools.count()
+        self._timer_token = 0
+        self._now = 0.0
+        self._running: dict[str, tuple[Dispatch, int]] = {}  # gpu -> (batch, seq of its end)
+        self._cancelled: set[int] = set()  # ends overtaken by an outage
+        self._started: dict[int, float] = {}
+        self._outcomes: dict[Request, Outcome] = {}
+        self._result = SimResult([])
+
+    def _push(self, t: float, kind: int, data: object) -> int:
+        seq = next(self._seq)
+        heapq.heappush(self._heap, (t, seq, kind, data))
+        return seq
+
+    def run(
+        self,
+        arrivals: Iterable[Request],
+        *,
+        outages: Iterable[Outage] = (),
+        shutdown_at: float | None = None,
+    ) -> SimResult:
+        """Process every event; requests still queued at the end are dropped `shutting_down`."""
+        reqs = list(arrivals)
+        for r in reqs:
+            self._push(r.arrival, _ARRIVAL, r)
+        for o in outages:
+            self._push(o.start, _DOWN, o.gpu)
+            if o.end < math.inf:
+                self._push(o.end, _UP, o.gpu)
+        if shutdown_at is not None:
+            self._push(shutdown_at, _SHUTDOWN, None)
+        p = self.policy
+        while self._heap:
+            t, seq, kind, data = heapq.heappop(self._heap)
+            self._now = t
+            if kind == _ARRIVAL:
+                self._apply(p.arrival(t, data))  # type: ignore[arg-type]
+            elif kind in (_DONE, _FAIL):
+                if seq in self._cancelled:
+                    continue
+                d: Dispatch = data  # type: ignore[assignment]
+                if self._running.get(d.gpu, (None,))[0] is d:
+                    del self._running[d.gpu]
+                if kind == _DONE:
+                    started = self._started.pop(d.batch_id)
+                    for r in d.requests:
+                        self._outcomes[r] = Answered(r, None, d.gpu, started, t)
+                    self._apply(p.batch_done(t, d.gpu, d.batch_id, "ok"))
+                else:
+                    self._apply(p.batch_done(t, d.gpu, d.batch_id, "failed"))
+            elif kind == _TIMER:
+                if data == self._timer_token:
+                    self._apply(p.timer(t))
+            elif kind == _DOWN:
+                running = self._running.pop(data, None)  # type: ignore[call-overload]
+                if running is not None:
+                    # The batch in flight fails now instead of ending as scheduled.
+                    d, end_seq = running
+                    self._cancelled.add(end_seq)
+                    self._push(t, _FAIL, d)
+                self._apply(p.mark_down(t, data))  # type: ignore[arg-type]
+            elif kind == _UP:
+                self._apply(p.mark_up(t, data))  # type: ignore[arg-type]
+            elif kind == _SHUTDOWN:
+                self._apply(p.shutdown(t))
+        if not p.closed:
+            self._apply(p.shutdown(self._now))
+        res = self._result
+        missing = [r.id for r in reqs if r not in self._outcomes]
+        if missing:
+            raise AssertionError(f"requests without an outcome: {missing[:10]}")
+        res.outcomes = [self._outcomes[r] for r in reqs]
+        if reqs:
+            res.duration_ms = max(r.arrival for r in reqs) - min(r.arrival for r in reqs)
+        return res
+
+    def _apply(self, actions: list[Action]) -> None:
+        now = self._now
+        for a in actions:
+            if isinstance(a, Dispatch):
+                self._result.dispatches.append((now, a))
+                self._started[a.batch_id] = now
+                end = now + self._latency(a.gpu, a.model, a.n_samples)
+                self._running[a.gpu] = (a, self._push(end, _DONE, a))
+            elif isinstance(a, Drop):
+                self._result.drops.append((now, a))
+                if a.request in self._outcomes:
+                    raise AssertionError(f"request {a.request.id} dropped after its outcome")
+                self._outcomes[a.request] = Dropped(a.request, a.reason, now)
+            elif isinstance(a, WakeAt):
+                self._timer_token += 1
+                self._push(a.time, _TIMER, self._timer_token)
+
+
+def simulate(
+    plan: Plan,
+    curves: Mapping[tuple[str, str], LatencyCurve],
+    arrivals: Iterable[Request],
+    *,
+    drop: DropMode = "early",
+    speed: float | Mapping[str, float] = 1.0,
+    noise_cv: float = 0.0,
+    seed: int = 0,
+    outages: Iterable[Outage] = (),
+) -> SimResult:
+    """One run of a fresh policy over `arrivals` (true batch times per `profile_latency`)."""
+    policy = BatchPolicy(plan, curves, drop=drop)
+    lat = profile_latency(plan, curves, speed=speed, noise_cv=noise_cv, seed=seed)
+    return Simulator(policy, lat).run(arrivals, outages=outages)
+
+
+def compare_drop_modes(
+    plan: Plan,
+    curves: Mapping[tuple[str, str], LatencyCurve],
+    *,
+    load: float = 1.0,
+    duration_ms: float = 10_000.0,
+    seed: int = 0,
+    modes: Iterable[DropMode] = ("early", "lazy", "none"),
+    **kw: float,
+) -> dict[str, SimStats]:
+    """The same Poisson trace through each drop mode: {mode: stats}."""
+    trace = poisson_arrivals(plan, duration_ms, load=load, seed=seed)
+    out: dict[str, SimStats] = {}
+    for mode in modes:
+        fresh = [Request(r.id, r.session, r.arrival, r.deadline, r.n_samples) for r in trace]
+        out[mode] = simulate(plan, curves, fresh, drop=mode, seed=seed, **kw).stats()  # type: ignore[arg-type]
+    return out
