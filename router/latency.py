@@ -21,7 +21,12 @@ _MAX_RATIO = 50.0
 
 
 class LatencyModel:
-    """Corrected l(b) per (gpu, model); curves keyed by (model, gpu_type) as ProfileSet.curves()."""
+    """Corrected l(b) per (gpu, model); curves keyed by (model, gpu_type) as ProfileSet.curves().
+
+    `alpha` is the EWMA weight of a new observation; 0 turns the correction off.
+    The first observation of a (gpu, model) replaces the initial 1.0 outright, so a
+    server slower than its profile is believed after one batch, not after ten.
+    """
 
     __slots__ = ("_curves", "_alpha", "_ratio")
 
@@ -47,7 +52,7 @@ class LatencyModel:
 
     def observe(self, gpu: str, gpu_type: str, model: str, samples: int, elapsed_ms: float) -> None:
         curve = self._curves.get((model, gpu_type))
-        if curve is None or elapsed_ms <= 0 or samples > curve.max_batch:
+        if self._alpha == 0.0 or curve is None or elapsed_ms <= 0 or samples > curve.max_batch:
             return
         sample = min(max(elapsed_ms / curve.latency(samples), _MIN_RATIO), _MAX_RATIO)
         key = (gpu, model)

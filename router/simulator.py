@@ -212,6 +212,8 @@ class Simulator:
                 if kind == _DONE:
                     started = self._started.pop(d.batch_id)
                     for r in d.requests:
+                        if r in self._outcomes:
+                            raise AssertionError(f"request {r.id} answered twice")
                         self._outcomes[r] = Answered(r, None, d.gpu, started, t)
                     self._apply(p.batch_done(t, d.gpu, d.batch_id, "ok"))
                 else:
@@ -270,9 +272,13 @@ def simulate(
     noise_cv: float = 0.0,
     seed: int = 0,
     outages: Iterable[Outage] = (),
+    alpha: float = 0.2,
 ) -> SimResult:
-    """One run of a fresh policy over `arrivals` (true batch times per `profile_latency`)."""
-    policy = BatchPolicy(plan, curves, drop=drop)
+    """One run of a fresh policy over `arrivals` (true batch times per `profile_latency`).
+
+    `alpha` is the policy's latency-correction weight (0: trust the profile blindly).
+    """
+    policy = BatchPolicy(plan, curves, drop=drop, alpha=alpha)
     lat = profile_latency(plan, curves, speed=speed, noise_cv=noise_cv, seed=seed)
     return Simulator(policy, lat).run(arrivals, outages=outages)
 
