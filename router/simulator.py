@@ -37,7 +37,7 @@ from router.types import (
 LatencyFn = Callable[[str, str, int], float]
 """(gpu, model, samples) -> true batch time in ms."""
 
-_ARRIVAL, _DONE, _FAIL, _TIMER, _DOWN, _UP, _SHUTDOWN = range(7)
+_ARRIVAL, _DONE, _FAIL, _TIMER, _DOWN, _UP, _SWITCH, _SHUTDOWN = range(8)
 
 
 @dataclass(slots=True, frozen=True)
@@ -80,6 +80,8 @@ class SimResult:
     outcomes: list[Outcome]  # in arrival order
     dispatches: list[tuple[float, Dispatch]] = field(default_factory=list)
     drops: list[tuple[float, Drop]] = field(default_factory=list)
+    batches: list[tuple[float, float, Dispatch, str]] = field(default_factory=list)
+    """(started, ended, batch, "ok" | "failed") per batch that came back."""
     duration_ms: float = 0.0
 
     def stats(self) -> SimStats:
@@ -185,9 +187,13 @@ class Simulator:
         arrivals: Iterable[Request],
         *,
         outages: Iterable[Outage] = (),
+        switches: Iterable[tuple[float, Plan]] = (),
         shutdown_at: float | None = None,
     ) -> SimResult:
-        """Process every event; requests still queued at the end are dropped `shutting_down`."""
+        """Process every event; requests still queued at the end are dropped `shutting_down`.
+
+        `switches` installs each plan at its time (`policy.switch_plan`).
+        """
         reqs = list(arrivals)
         for r in reqs:
             self._push(r.arrival, _ARRIVAL, r)
@@ -195,6 +201,8 @@ class Simulator:
             self._push(o.start, _DOWN, o.gpu)
             if o.end < math.inf:
                 self._push(o.end, _UP, o.gpu)
+        for t, plan in switches:
+            self._push(t, _SWITCH, plan)
         if shutdown_at is not None:
             self._push(shutdown_at, _SHUTDOWN, None)
         p = self.policy
@@ -209,8 +217,9 @@ class Simulator:
                 d: Dispatch = data  # type: ignore[assignment]
                 if self._running.get(d.gpu, (None,))[0] is d:
                     del self._running[d.gpu]
+                started = self._started.pop(d.batch_id)
+                self._result.batches.append((started, t, d, "ok" if kind == _DONE else "failed"))
                 if kind == _DONE:
-                    started = self._started.pop(d.batch_id)
                     for r in d.requests:
                         if r in self._outcomes:
                             raise AssertionError(f"request {r.id} answered twice")
@@ -231,6 +240,8 @@ class Simulator:
                 self._apply(p.mark_down(t, data))  # type: ignore[arg-type]
             elif kind == _UP:
                 self._apply(p.mark_up(t, data))  # type: ignore[arg-type]
+            elif kind == _SWITCH:
+                self._apply(p.switch_plan(t, data))  # type: ignore[arg-type]
             elif kind == _SHUTDOWN:
                 self._apply(p.shutdown(t))
         if not p.closed:
