@@ -61,3 +61,58 @@ def check(repo: Path = typer.Argument(..., help="Repository folder.")) -> None:
         typer.echo(f"{len(problems)} problem(s) in {repo}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{repo}: {len(models)} model(s) ok: {', '.join(models)}")
+
+
+def profile(
+    fleet: Path = typer.Option(..., "--fleet", help="fleet.json of live servers."),
+    repo: Path = typer.Option(..., "--repo", help="The servers' model repository."),
+    model: list[str] = typer.Option([], "--model", help="Models to profile (default: all)."),
+    batches: str = typer.Option("1,2,4,8,16,32", "--batches"),
+    runs: int = typer.Option(20, "--runs", help="Timed runs per batch size."),
+    percentile: float = typer.Option(90.0, "--percentile", help="Latency percentile recorded."),
+    out: Path = typer.Option(Path("profiles.json"), "--out"),
+) -> None:
+    """Measure latency per batch size and memory of each model on a live server."""
+    from rich.console import Console
+
+    from exporters.errors import UserInputError
+    from model_repo_tools.fleet import Fleet
+    from model_repo_tools.profiler import ProfileSettings, profile_fleet
+    from model_repo_tools.profiles import ProfileSet
+
+    try:
+        sizes = tuple(sorted({int(b) for b in batches.split(",") if b.strip()}))
+    except ValueError:
+        raise UserInputError(f"--batches {batches!r}: expected sizes like 1,2,4,8") from None
+    if not sizes or sizes[0] < 1:
+        raise UserInputError(f"--batches {batches!r}: sizes must be positive")
+    fl = Fleet.load(fleet)
+    if not fl.gpus:
+        raise UserInputError(f"{fleet}: no servers in the fleet")
+    available = (
+        sorted(p.name for p in Path(repo).iterdir() if (p / "config.pbtxt").is_file())
+        if Path(repo).is_dir()
+        else []
+    )
+    if not Path(repo).is_dir():
+        raise UserInputError(f"--repo {repo}: not a directory")
+    missing = [m for m in model if m not in available]
+    if missing:
+        raise UserInputError(
+            f"model {missing[0]!r} is not in the repository {repo} "
+            f"(it has {', '.join(available) or 'no models'})"
+        )
+    settings = ProfileSettings(batches=sizes, runs=runs, percentile=percentile)
+    console = Console(stderr=True)
+    with console.status("profiling") as status:
+        profiles = profile_fleet(
+            fl.gpus,
+            model or available,
+            settings,
+            progress=lambda msg: status.update(f"profiling {msg}"),
+        )
+    ProfileSet(profiles=profiles).save(out)
+    for p in profiles:
+        pts = ", ".join(f"b{q.batch}={q.latency_ms:.2f}ms" for q in p.batches)
+        typer.echo(f"{p.model} on {p.gpu_type}: {pts}; holds {p.weights_bytes / 1e6:.1f} MB")
+    typer.echo(f"wrote {out}")

@@ -8,6 +8,7 @@ line instead of a gRPC traceback.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,9 +58,25 @@ class TritonServer:
         with translated(self.address, f"load {model}"):
             self.client.load_model(model, config=config_json, client_timeout=self.timeout_s)
 
-    def unload(self, model: str) -> None:
+    def unload(self, model: str, wait: bool = True) -> None:
+        """Unload `model`; with `wait`, return once the server has finished unloading it
+        (Triton answers at once and keeps the model UNLOADING while its instances stop)."""
         with translated(self.address, f"unload {model}"):
             self.client.unload_model(model, client_timeout=self.timeout_s)
+        deadline = time.monotonic() + self.timeout_s
+        while wait and time.monotonic() < deadline:
+            states = {m["name"]: m.get("state") for m in self.repository_index()}
+            if states.get(model) != "UNLOADING":
+                return
+            time.sleep(0.05)
+
+    def is_live(self) -> bool:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(self.client.is_server_live(client_timeout=2.0))
+        except InferenceServerException:
+            return False
 
     def is_model_ready(self, model: str) -> bool:
         with translated(self.address, f"ready {model}"):

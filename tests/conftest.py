@@ -49,6 +49,7 @@ class Exported:
     custom_factory: str
     custom_onnx: Path
     mlp_onnx: Path
+    backbone_onnx: Path
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +63,12 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     spec = f"{factory_file}:make"
     custom = export_onnx(load_factory(spec), CUSTOM_SHAPE, folder / "scorer.onnx")
     mlp = export_onnx(load_factory("exporters.examples:tiny_mlp"), (64,), folder / "tiny_mlp.onnx")
-    return Exported(folder, spec, custom, mlp)
+    backbone = export_onnx(
+        load_factory("exporters.examples:backbone_classifier"),
+        (3, 32, 32),
+        folder / "backbone_classifier.onnx",
+    )
+    return Exported(folder, spec, custom, mlp, backbone)
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +78,7 @@ def model_repo(exported: Exported, tmp_path_factory: pytest.TempPathFactory) -> 
     repo = tmp_path_factory.mktemp("repo")
     add_model(exported.custom_onnx, repo, backend="python", max_batch=64)
     add_model(exported.mlp_onnx, repo, backend="python", max_batch=64)
+    add_model(exported.backbone_onnx, repo, backend="python", max_batch=64)
     return repo
 
 

@@ -1,0 +1,90 @@
+"""The profiler on a real server: latencies agree with tritonclient's own measurement."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exporters.errors import ServerError, UserInputError
+from model_repo_tools.profiler import ProfileSettings, profile_fleet, profile_model
+from model_repo_tools.profiles import ProfileSet
+from model_repo_tools.triton_client import TritonServer
+
+pytestmark = pytest.mark.integration
+
+BATCHES = (1, 8, 32)
+
+
+def _direct_p90(server: TritonServer, batch: int, runs: int = 20) -> float:
+    x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32), dtype=np.float32)
+    for _ in range(3):
+        server.infer("backbone_classifier", {"input": x})
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        server.infer("backbone_classifier", {"input": x})
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.percentile(times, 90))
+
+
+def test_profile_latencies_within_30_percent_of_tritonclient(fleet) -> None:
+    gpu = fleet.gpus[0]
+    with TritonServer(gpu.server) as server:
+        prof = profile_model(server, gpu, "backbone_classifier", ProfileSettings(batches=BATCHES))
+        assert not server.is_model_ready("backbone_classifier")  # it loaded it, so it unloads
+        assert prof.gpu_type == gpu.gpu_type and [p.batch for p in prof.batches] == list(BATCHES)
+        assert prof.weights_bytes > 0 and all(p.memory_bytes > 0 for p in prof.batches)
+        server.load("backbone_classifier")
+        try:
+            for point in prof.batches:
+                direct = _direct_p90(server, point.batch)
+                assert abs(point.latency_ms - direct) / direct < 0.30, (point, direct)
+        finally:
+            server.unload("backbone_classifier")
+    assert prof.batches[-1].latency_ms > prof.batches[0].latency_ms
+
+
+def test_profile_errors(fleet, tmp_path: Path, model_repo: Path) -> None:
+    with (
+        TritonServer(fleet.gpus[0].server) as server,
+        pytest.raises(UserInputError, match="'nope' is not in"),
+    ):
+        profile_model(server, fleet.gpus[0], "nope")
+    dead = fleet.gpus[0].model_copy(update={"server": "127.0.0.1:1", "id": "dead"})
+    with pytest.raises(ServerError, match="127.0.0.1:1"):
+        profile_fleet([dead], ["tiny_mlp"])
+    # The CLI writes profiles.json in the contract format.
+    fleet_file = tmp_path / "fleet.json"
+    fleet_file.write_text(fleet.model_copy(update={"gpus": fleet.gpus[:1]}).model_dump_json())
+    out = tmp_path / "profiles.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deploy.cli",
+            "profile",
+            "--fleet",
+            str(fleet_file),
+            "--repo",
+            str(model_repo),
+            "--model",
+            "tiny_mlp",
+            "--batches",
+            "1,4",
+            "--runs",
+            "5",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    [p] = ProfileSet.load(out).profiles
+    assert p.model == "tiny_mlp" and [b.batch for b in p.batches] == [1, 4]
