@@ -108,11 +108,12 @@ class BatchPolicy:
         *,
         drop: DropMode = "early",
         alpha: float = 0.2,
+        spread: float = 2.0,
     ) -> None:
         if drop not in DROP_MODES:
             raise ValueError(f"drop must be one of {DROP_MODES}, got {drop!r}")
         self.mode: DropMode = drop
-        self.latency = LatencyModel(curves, alpha=alpha)
+        self.latency = LatencyModel(curves, alpha=alpha, spread=spread)
         self._sessions, self._gpus = self._build(plan)
         # Down marks, in-flight batches and latency corrections outlive plan switches.
         self._down: set[str] = set()

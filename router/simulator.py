@@ -284,12 +284,14 @@ def simulate(
     seed: int = 0,
     outages: Iterable[Outage] = (),
     alpha: float = 0.2,
+    spread: float = 2.0,
 ) -> SimResult:
     """One run of a fresh policy over `arrivals` (true batch times per `profile_latency`).
 
-    `alpha` is the policy's latency-correction weight (0: trust the profile blindly).
+    `alpha` and `spread` tune the policy's latency correction (`router.latency`);
+    alpha 0 trusts the profile blindly.
     """
-    policy = BatchPolicy(plan, curves, drop=drop, alpha=alpha)
+    policy = BatchPolicy(plan, curves, drop=drop, alpha=alpha, spread=spread)
     lat = profile_latency(plan, curves, speed=speed, noise_cv=noise_cv, seed=seed)
     return Simulator(policy, lat).run(arrivals, outages=outages)
 

@@ -216,6 +216,12 @@ def test_correction_is_an_ewma() -> None:
         p.batch_done(now, "g0", bid)
     # first observation 2.0, then 2 + 0.2(1-2) = 1.8, then 1.8 + 0.2(1-1.8) = 1.64
     assert p.latency.ratio("g0", "m") == pytest.approx(1.64)
+    # deviation 0, then 0.2 |1-2| = 0.2, then 0.2 + 0.2 (|1-1.8| - 0.2) = 0.32; the
+    # estimates use mean + 2 deviations, to plan for a noisy server's usual worst
+    assert p.latency.factor("g0", "m") == pytest.approx(1.64 + 2 * 0.32)
+    assert dispatches(p.arrival(now, p.request(9, "s", now)))[0].expected_ms == pytest.approx(
+        5.0 * 2.28
+    )
 
 
 # ---- failures ----------------------------------------------------------------------------
