@@ -2,7 +2,9 @@
 
 `backbone_classifier` and `backbone_embedder` share one backbone (same layers,
 same seeded weights) and differ only in their heads, so prefix batching has a
-real shared prefix to find. `tiny_mlp` is a model of another shape.
+real shared prefix to find. `tiny_mlp` is a model of another shape. `convnet64` is
+heavy enough on a CPU (a batch of 8 takes about a hundred milliseconds on one
+core) that servers, not clients, are the limit in the router benchmark.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ INPUT_SHAPES = {
     "backbone_classifier": (3, 32, 32),
     "backbone_embedder": (3, 32, 32),
     "tiny_mlp": (64,),
+    "convnet64": (3, 64, 64),
 }
 
 
@@ -81,8 +84,30 @@ def tiny_mlp() -> Any:
     ).eval()
 
 
+def convnet64() -> Any:
+    torch, nn, _, _ = _modules()
+    torch.manual_seed(4)
+
+    def block(cin: int, cout: int, stride: int) -> list:
+        return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    return nn.Sequential(
+        *block(3, 64, 1),
+        *block(64, 128, 2),
+        *block(128, 128, 1),
+        *block(128, 128, 1),
+        *block(128, 256, 2),
+        *block(256, 256, 1),
+        *block(256, 256, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(256, 10),
+    ).eval()
+
+
 EXAMPLES = {
     "backbone_classifier": "exporters.examples:backbone_classifier",
     "backbone_embedder": "exporters.examples:backbone_embedder",
     "tiny_mlp": "exporters.examples:tiny_mlp",
+    "convnet64": "exporters.examples:convnet64",
 }
