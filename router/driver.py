@@ -133,7 +133,12 @@ class AsyncRouter:
             raise ValueError(f"request {request.id} submitted twice")
         fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._futures[request] = fut
-        self._apply(self.policy.arrival(self._clock.now(), request))
+        try:
+            actions = self.policy.arrival(self._clock.now(), request)
+        except BaseException:
+            del self._futures[request]  # refused outright: the caller gets the exception
+            raise
+        self._apply(actions)
         return fut
 
     async def infer(self, session: str, payload: Any = None, n_samples: int = 1) -> Outcome:
@@ -168,7 +173,7 @@ class AsyncRouter:
         for probe in self._probes.values():
             probe.cancel()
         self._probes.clear()
-        if self._tasks:
+        if self._tasks and grace_ms > 0:
             loop = asyncio.get_running_loop()
             expired = loop.create_future()
             timer = self._clock.call_at(
@@ -177,10 +182,12 @@ class AsyncRouter:
             while self._tasks and not expired.done():
                 await asyncio.wait({*self._tasks, expired}, return_when=asyncio.FIRST_COMPLETED)
             timer.cancel()
-            for t in list(self._tasks):
+        if self._tasks:
+            tasks = list(self._tasks)
+            for t in tasks:
                 t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
         now = self._clock.now()
         for r in list(self._futures):
             self._resolve(r, Dropped(r, SHUTTING_DOWN, now))
@@ -192,8 +199,7 @@ class AsyncRouter:
             return
         now = self._clock.now()
         for a in actions:
-            if self._on_event is not None:
-                self._on_event(now, a)
+            self._emit(now, a)
             if isinstance(a, Dispatch):
                 task = asyncio.get_running_loop().create_task(self._run_batch(a, now))
                 self._tasks.add(task)
@@ -205,6 +211,14 @@ class AsyncRouter:
                 if self._timer is not None:
                     self._timer.cancel()
                 self._timer = self._clock.call_at(a.time, self._on_timer)
+
+    def _emit(self, now: float, event: Event) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(now, event)
+        except Exception:  # a broken metrics hook must not cost a request its answer
+            log.exception("on_event hook failed")
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -250,8 +264,7 @@ class AsyncRouter:
         now = self._clock.now()
         if status != "ok":
             log.warning("batch %d on %s %s: %s", d.batch_id, d.gpu, status, error)
-        if self._on_event is not None:
-            self._on_event(now, BatchEnded(d, status, started, now, error))
+        self._emit(now, BatchEnded(d, status, started, now, error))
         if status == "ok":
             for r, result in zip(d.requests, results, strict=True):
                 self._resolve(r, Answered(r, result, d.gpu, started, now))

@@ -158,3 +158,26 @@ async def test_real_clock_round_trip() -> None:
     outs = await asyncio.gather(*(router.infer("s", payload=i) for i in range(20)))
     assert [o.result for o in outs] == [2 * i for i in range(20)]  # type: ignore[union-attr]
     await router.shutdown()
+
+
+async def test_a_failing_event_hook_loses_nothing() -> None:
+    def broken(now: float, event: object) -> None:
+        raise RuntimeError("metrics exploded")
+
+    router, clock, _ = _router(on_event=broken)
+    futs = [router.submit(router.request("s")) for _ in range(3)]
+    await clock.run()
+    assert all(isinstance(f.result(), Answered) for f in futs)
+
+
+async def test_invalid_request_raises_and_leaves_nothing_pending() -> None:
+    router, _, _ = _router()
+    with pytest.raises(ValueError, match="n_samples"):
+        router.submit(Request(0, "s", 0.0, 50.0, n_samples=0))
+    assert router.pending() == 0
+    with pytest.raises(ValueError, match="twice"):
+        r = router.request("s")
+        router.submit(r)
+        router.submit(r)
+    await router.shutdown(grace_ms=0)
+    assert router.pending() == 0
