@@ -53,18 +53,26 @@ class Node:
 
     def cost(self, d: Demand, rate: float) -> tuple[int, float, float] | None:
         """(new batch, Δload, Δmemory) of adding `rate` of `d` here, or None if it breaks a rule."""
+        # The packers' innermost call: kept free of helper calls on purpose.
         old = self.pieces.get(d.id)
-        total = rate + (old.rate if old is not None else 0.0)
         t = d.table
-        b = t.batch_for(total, self.duty)
-        if b > t.max_batch:
+        duty = self.duty
+        if old is None:
+            b = math.ceil(rate * duty / 1000.0 - 1e-9)
+            ol = om = 0.0
+        else:
+            b = math.ceil((rate + old.rate) * duty / 1000.0 - 1e-9)
+            ol, om = t.lat[old.batch], t.mem[old.batch]
+        if b < 1:
+            b = 1
+        elif b > t.max_batch:
             return None
         lb = t.lat[b]
-        if self.duty + lb > d.slo * FIT:
+        dl = lb - ol
+        if duty + lb > d.slo * FIT or self.load + dl > duty * FIT:
             return None
-        dl = lb - (old.lat if old is not None else 0.0)
-        dm = t.mem[b] - (old.mem if old is not None else 0.0)
-        if self.load + dl > self.duty * FIT or self.mem + dm > self.gclass.memory:
+        dm = t.mem[b] - om
+        if self.mem + dm > self.gclass.memory:
             return None
         return b, dl, dm
 
@@ -94,6 +102,46 @@ class Node:
         mroom = self.gclass.memory - self.mem + base_mem
         best = t.largest_fitting(min(room, d.slo - self.duty), mroom)
         return max(0.0, 1000.0 * best / self.duty - base_rate)
+
+    def shrunk(self, d: Demand, rate: float, duty: float) -> tuple[float, float] | None:
+        """(Σ l, Σ memory) with `rate` of `d` added and the cycle shortened to `duty`, as the
+        paper's merge does; None if that breaks a rule."""
+        load = mem = 0.0
+        extra = rate
+        for p in self.pieces.values():
+            r = p.rate + extra if p.demand.id == d.id else p.rate
+            extra = 0.0 if p.demand.id == d.id else extra
+            t = p.demand.table
+            b = t.batch_for(r, duty)
+            if b > t.max_batch or duty + t.lat[b] > p.demand.slo * FIT:
+                return None
+            load += t.lat[b]
+            mem += t.mem[b]
+        if extra:
+            t = d.table
+            b = t.batch_for(extra, duty)
+            if b > t.max_batch or duty + t.lat[b] > d.slo * FIT:
+                return None
+            load += t.lat[b]
+            mem += t.mem[b]
+        if load > duty * FIT or mem > self.gclass.memory:
+            return None
+        return load, mem
+
+    def add_shrunk(self, d: Demand, rate: float, duty: float) -> bool:
+        if self.shrunk(d, rate, duty) is None:
+            return False
+        old = self.pieces.get(d.id)
+        if old is None:
+            self.pieces[d.id] = Piece(d, rate, 1)
+        else:
+            old.rate += rate
+        for p in self.pieces.values():
+            p.batch = p.demand.table.batch_for(p.rate, duty)
+        self.duty = duty
+        self.load = sum(p.lat for p in self.pieces.values())
+        self.mem = sum(p.mem for p in self.pieces.values())
+        return True
 
     def remove(self, sid: str) -> Piece:
         p = self.pieces.pop(sid)

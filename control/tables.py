@@ -46,9 +46,10 @@ class BatchTable:
         )
         return max(0, k - 1)
 
-    @property
-    def max_batch(self) -> int:
-        return len(self.lat) - 1
+    max_batch: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_batch", len(self.lat) - 1)
 
     def batch_for(self, rate: float, duty: float) -> int:
         """The smallest batch holding one cycle's arrivals: ceil(r·d/1000), at least 1."""
@@ -89,7 +90,9 @@ class BatchTable:
         best: tuple[int, float] | None = None
         best_cost = math.inf
         per_byte = mem_weight / mem_cap if math.isfinite(mem_cap) else 0.0
-        for b in range(1, self.max_batch + 1):
+        # Batches beyond r·SLO/1000 + 1 would need a cycle longer than the SLO.
+        top = min(self.max_batch, int(rate * slo / 1000.0) + 1)
+        for b in range(1, top + 1):
             d = min(1000.0 * b / rate, slo - self.lat[b])
             if d <= 0:
                 continue

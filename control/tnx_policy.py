@@ -26,8 +26,9 @@ from control.problem import Demand
 # Occupancy inflation tolerated when a load joins a node with a shorter cycle than its
 # own: 0 keeps SLO classes apart, inf packs wherever it fits.
 INFLATION_BOUNDS = (0.15, 0.6, math.inf)
-MAX_DISSOLVE_FAILURES = 8
+MAX_DISSOLVE_FAILURES = 12
 MEMORY_WEIGHTS = (0.5, 1.0, 2.0)
+MEMORY_FIRST = -1.0  # a trial "bound" that selects pack_memory
 # Above this ratio of memory to time (both in GPUs), memory-saving trials run too.
 MEMORY_PRESSURE = 0.9
 
@@ -64,6 +65,20 @@ def residuals(demands: list[Demand], mem_weight: float = 0.0) -> tuple[list[Node
     return full, rest
 
 
+def reweighted(rest: list[Residual], mem_weight: float) -> list[Residual]:
+    """The same residual loads with their alone configuration chosen to save memory."""
+    out = []
+    for r in rest:
+        d, t = r.demand, r.demand.table
+        alone = t.alone(r.rate, d.slo, d.gclass.memory, mem_weight)
+        if alone is None:
+            out.append(r)
+            continue
+        b, duty = alone
+        out.append(Residual(d, r.rate, duty, t.lat[b] / duty, r.longest, b))
+    return out
+
+
 def _open(r: Residual) -> Node:
     node = Node(r.demand.gclass, r.duty)
     if not node.add(r.demand, r.rate):
@@ -76,13 +91,16 @@ def _open(r: Residual) -> Node:
 
 def pack(rest: list[Residual], bound: float) -> list[Node]:
     nodes: list[Node] = []
+    # Nodes with room for at least the cheapest batch of any load; the rest are closed.
+    open_: list[Node] = []
+    least = min((r.demand.table.cumlat[1] for r in rest), default=0.0)
     for r in sorted(rest, key=lambda r: (r.longest, -r.occupancy)):
         d, t = r.demand, r.demand.table
         best: Node | None = None
         best_occ = -1.0
         limit = r.occupancy * (1.0 + bound)
-        for node in nodes:
-            if node.gclass is not d.gclass or node.slack < t.lat[1]:
+        for node in open_:
+            if node.gclass is not d.gclass or node.duty - node.load < t.lat[1]:
                 continue
             c = node.cost(d, r.rate)
             if c is None or c[1] / node.duty > limit:
@@ -91,9 +109,50 @@ def pack(rest: list[Residual], bound: float) -> list[Node]:
             if occ > best_occ:
                 best, best_occ = node, occ
         if best is None:
-            nodes.append(_open(r))
+            best = _open(r)
+            nodes.append(best)
+            open_.append(best)
         else:
             best.add(d, r.rate)
+            if best.slack < least:
+                open_.remove(best)
+    return nodes
+
+
+def pack_memory(rest: list[Residual]) -> list[Node]:
+    """First-fit decreasing by memory, for GPUs whose memory runs out before their time:
+    biggest models first, each into the node it leaves fullest in memory, shortening that
+    node's cycle (as the paper's merge does) where the newcomer's SLO needs it."""
+    nodes: list[Node] = []
+    open_: list[Node] = []
+    least_lat = min((r.demand.table.cumlat[1] for r in rest), default=0.0)
+    least_mem = min((min(r.demand.table.mem) for r in rest), default=0.0)
+    for r in sorted(rest, key=lambda r: -r.demand.table.mem[r.batch]):
+        d = r.demand
+        best: Node | None = None
+        best_duty, best_fill = 0.0, -1.0
+        for node in open_:
+            if node.gclass is not d.gclass:
+                continue
+            duty = node.duty if node.duty <= r.longest else r.longest
+            if duty == node.duty:
+                c = node.cost(d, r.rate)
+                fill = None if c is None else node.mem + c[2]
+            else:
+                sh = node.shrunk(d, r.rate, duty)
+                fill = None if sh is None else sh[1]
+            if fill is not None and fill > best_fill:
+                best, best_duty, best_fill = node, duty, fill
+        if best is None:
+            best = _open(r)
+            nodes.append(best)
+            open_.append(best)
+        elif best_duty == best.duty:
+            best.add(d, r.rate)
+        else:
+            best.add_shrunk(d, r.rate, best_duty)
+        if best.slack < least_lat or best.gclass.memory - best.mem < least_mem:
+            open_.remove(best)
     return nodes
 
 
@@ -110,7 +169,27 @@ def _touch(touched: dict[int, tuple], n: Node) -> None:
         touched[id(n)] = (n, _snapshot(n))
 
 
-def place_rate(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple]) -> float:
+def _add_shrinking(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple]) -> bool:
+    """Put all of `rate` on the node whose cycle, shortened to suit `d`, grows least in
+    occupancy (the paper's merge, used only where nothing else fits whole)."""
+    longest = d.table.max_duty(rate, d.slo, d.gclass.memory)
+    best: Node | None = None
+    best_growth = math.inf
+    for n in nodes:
+        if n.duty <= longest or n.slack <= 0:
+            continue
+        sh = n.shrunk(d, rate, longest)
+        if sh is not None and sh[0] / longest - n.occupancy < best_growth:
+            best, best_growth = n, sh[0] / longest - n.occupancy
+    if best is None:
+        return False
+    _touch(touched, best)
+    return best.add_shrunk(d, rate, longest)
+
+
+def place_rate(
+    d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple], shrink: bool = True
+) -> float:
     """Put `rate` of `d` into the nodes' slack, whole where it fits, else split; returns
     what is left over. `touched` collects snapshots of the nodes it changes."""
     same = [n for n in nodes if n.gclass is d.gclass and n.slack >= 0]
@@ -124,6 +203,8 @@ def place_rate(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tup
         if best is not None:
             _touch(touched, best)
             best.add(d, rate)
+            return 0.0
+        if shrink and _add_shrinking(d, rate, same, touched):
             return 0.0
         # No node takes it whole: fill the node that can take the most, and go on.
         cap, host = 0.0, None
@@ -185,22 +266,26 @@ def memory_pressure(rest: list[Residual]) -> float:
 
 def plan_tnx(demands: list[Demand]) -> list[Node]:
     full, rest = residuals(demands)
-    trials = [(0.0, b) for b in INFLATION_BOUNDS]
+    trials = [(rest, bound, 0.0) for bound in INFLATION_BOUNDS]
     if memory_pressure(rest) > MEMORY_PRESSURE:
-        # Memory, not time, may bound the packing: also try configurations that use
-        # smaller batches (shorter cycles) to hold less memory.
-        trials += [(w, b) for w in MEMORY_WEIGHTS for b in (INFLATION_BOUNDS[0], math.inf)]
+        # Memory, not time, may bound the packing: also pack biggest-first by memory, and
+        # try configurations with smaller batches (shorter cycles) that hold less memory.
+        trials.append((rest, MEMORY_FIRST, 0.0))
+        for w in MEMORY_WEIGHTS:
+            rest_w = reweighted(rest, w)
+            trials += [(rest_w, b, w) for b in (MEMORY_FIRST, *INFLATION_BOUNDS)]
     best: list[Node] | None = None
-    for weight, bound in trials:
-        _, rest_w = residuals(demands, weight) if weight else (full, rest)
-        nodes = pack(rest_w, bound)
+    for rest_w, bound, weight in trials:
+        nodes = pack_memory(rest_w) if bound == MEMORY_FIRST else pack(rest_w, bound)
         for n in nodes:
             n.stretch(weight)
         nodes = dissolve(nodes)
         if best is None or _score(nodes) < _score(best):
             best = nodes
     ours = full + (best or [])
-    paper = plan_nexus(demands)
+    # The paper's plan, improved by dissolving its emptiest nodes, is a candidate too:
+    # so this policy never uses more GPUs than `nexus-paper`.
+    paper = dissolve(plan_nexus(demands))
     return ours if _score(ours) <= _score(paper) else paper
 
 

@@ -1,0 +1,77 @@
+"""Property tests: every policy's plans pass the validator, on random profiles
+(plausible and deliberately non-monotone), workloads, memory sizes, GPU types and fleets."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from control.problem import GpuClass
+from control.scheduler import POLICIES, schedule
+from control.validate import lower_bound, validate_plan
+from control.workloads import rescale, synthetic_profiles, zipf_sessions
+
+MEMORY = st.sampled_from([math.inf, 6e8, 2e9, 1.6e10])
+
+
+@st.composite
+def cases(draw):
+    seed = draw(st.integers(0, 10**6))
+    types = draw(st.sampled_from([("ga",), ("ga", "gb")]))
+    ps = synthetic_profiles(seed, draw(st.integers(1, 5)), types, monotone=draw(st.booleans()))
+    models = sorted({p.model for p in ps.profiles})
+    if draw(st.booleans()):
+        models.append("unprofiled")
+    n = draw(st.integers(1, 40))
+    sessions = zipf_sessions(models, n, seed, slo_ms=(2.0, 300.0), rate=(0.5, 4000.0))
+    memory = draw(MEMORY)
+    if draw(st.booleans()):
+        mem = 4e10 if math.isinf(memory) else memory
+        size = draw(st.integers(1, 8))
+        classes = [GpuClass(t, mem, tuple(f"{t}/{i}" for i in range(size))) for t in types]
+    else:
+        classes = [GpuClass(t, memory) for t in types]
+    return ps, sessions, classes, seed
+
+
+def check(plan, sessions, ps, classes):
+    memory = {g: c.memory for c in classes if c.ids for g in c.ids}
+    default = min(c.memory for c in classes)
+    assert validate_plan(plan, sessions, ps.curves(), memory, default) == []
+    for c in classes:
+        if c.ids is not None:
+            used = [g.gpu for g in plan.gpus if g.gpu in c.ids]
+            assert len(used) == len(set(used)) <= len(c.ids)
+    fleet_ids = {g for c in classes if c.ids for g in c.ids}
+    if fleet_ids:
+        assert {g.gpu for g in plan.gpus} <= fleet_ids
+
+
+@settings(max_examples=120, deadline=None)
+@given(cases())
+def test_every_policy_plans_validly(case):
+    ps, sessions, classes, _ = case
+    counts = {}
+    for policy in POLICIES:
+        s = schedule(sessions, ps.curves(), classes, policy)
+        check(s.plan, sessions, ps, classes)
+        counts[policy] = s.gpus
+        if all(c.ids is None for c in classes) and not s.plan.unplaced:
+            assert s.gpus >= lower_bound(sessions, ps.curves(), {c.gpu_type for c in classes})
+    if all(c.ids is None for c in classes):
+        assert counts["tnx"] <= counts["nexus-paper"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases(), st.floats(0.0, 0.9))
+def test_incremental_replans_validly(case, change):
+    ps, sessions, classes, seed = case
+    first = schedule(sessions, ps.curves(), classes, "tnx")
+    moved = rescale(sessions, seed + 1, change)
+    again = schedule(moved, ps.curves(), classes, "tnx", previous=first.plan)
+    check(again.plan, moved, ps, classes)
+    # Nothing changed: nothing moves.
+    same = schedule(sessions, ps.curves(), classes, "tnx", previous=first.plan)
+    assert same.moves.count == 0 or any(c.ids is not None for c in classes)
