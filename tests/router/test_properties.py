@@ -5,19 +5,27 @@
 - under `early`, no request is dispatched when now + l(its batch) > its deadline,
   l being the policy's corrected estimate at that moment; with an honest profile
   that means no answer is late at all;
-- one batch in flight per GPU; at most the planned batch unless one request is larger.
+- one batch in flight per GPU; at most the planned batch unless one request is larger;
+- the asyncio driver answers every submitted request exactly once, whatever the
+  backend does (fails, refuses, hangs past the timeout) and also at shutdown.
 """
 
 from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from control.types import Plan
+from router.clock import VirtualClock
+from router.driver import AsyncRouter, BatchRejectedError
 from router.policy import BatchPolicy
 from router.simulator import Outage, Simulator, profile_latency
-from router.testing import curves
-from router.types import Request
+from router.testing import FakeBackend, curves
+from router.types import Answered, Dropped, Request
 
 CURVES = curves(m={1: 5.0, 4: 8.0, 8: 12.0}, n={1: 2.0, 2: 3.0, 16: 20.0})
 SESSIONS = {"a": "m", "b": "m", "c": "n"}
@@ -121,3 +129,52 @@ def test_invariants(sc: dict) -> None:
                 planned[key] = max(planned.get(key, 0), a.batch)
     for _, d in res.dispatches:
         assert d.n_samples <= planned[(d.gpu, d.session)] or len(d.requests) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    plan=plans(),
+    trace=traces(),
+    mode=st.sampled_from(["early", "lazy", "none"]),
+    faults=st.lists(st.sampled_from(["ok", "ok", "ok", "fail", "reject", "hang"]), min_size=1),
+    seed=st.integers(0, 2**16),
+)
+async def test_asyncio_driver_answers_every_request_once_despite_faults(
+    plan: Plan, trace: list[Request], mode: str, faults: list[str], seed: int
+) -> None:
+    clock = VirtualClock()
+    rng = random.Random(seed)
+
+    class Flaky(FakeBackend):
+        async def infer(self, gpu: str, model: str, batch: Sequence[Request]) -> list[object]:
+            fault = rng.choice(faults)
+            if fault == "fail":
+                raise ConnectionError("boom")
+            if fault == "reject":
+                raise BatchRejectedError("bad input")
+            if fault == "hang":
+                await clock.sleep(1e9)
+            return await super().infer(gpu, model, batch)
+
+    async def health(gpu: str) -> bool:
+        return rng.random() < 0.5
+
+    router = AsyncRouter(
+        BatchPolicy(plan, CURVES, drop=mode),  # type: ignore[arg-type]
+        Flaky(clock, profile_latency(plan, CURVES)),
+        clock=clock,
+        health=health,
+        probe_interval_ms=20.0,
+        min_timeout_ms=50.0,
+    )
+    futs: list[asyncio.Future] = []
+    for r in trace:
+        clock.call_at(r.arrival, lambda r=r: futs.append(router.submit(r)))
+    await clock.run(until=1_000.0)
+    stopping = asyncio.ensure_future(router.shutdown(grace_ms=100.0))
+    await clock.run(until=1_200.0)
+    await stopping
+    assert len(futs) == len(trace) and router.pending() == 0
+    outs = [f.result() for f in futs]
+    assert {o.request.id for o in outs} == {r.id for r in trace}
+    assert all(isinstance(o, Answered | Dropped) for o in outs)
