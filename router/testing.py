@@ -1,4 +1,4 @@
-"""Test helpers for the router: small plans and curves, action filters.
+"""Test helpers for the router: small plans and curves, action filters, a FakeBackend.
 
 Kept in the package (like starlette.testclient) so that tests of the HTTP layer
 and the CLI can build a policy in one line too.
@@ -89,7 +89,7 @@ class FakeBackend:
         return [(gpu, r.id) for r in batch]
 
 
-def profile_latency(
+def curve_latency(
     c: dict[tuple[str, str], LatencyCurve], gpu_type: str = "t", scale: float = 1.0
 ) -> Callable[[str, str, int], float]:
     """latency(gpu, model, n) = scale * l(n) from curves of one gpu type."""

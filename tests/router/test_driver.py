@@ -10,7 +10,7 @@ import pytest
 from router.clock import LoopClock, VirtualClock
 from router.driver import AsyncRouter, BatchEnded, BatchRejectedError
 from router.policy import BatchPolicy
-from router.testing import FakeBackend, curves, one_gpu_policy, plan, profile_latency
+from router.testing import FakeBackend, curve_latency, curves, one_gpu_policy, plan
 from router.types import Answered, Dropped, Request
 
 
@@ -18,7 +18,7 @@ def _router(
     policy: BatchPolicy | None = None, scale: float = 1.0, **kw: object
 ) -> tuple[AsyncRouter, VirtualClock, FakeBackend]:
     clock = VirtualClock()
-    backend = FakeBackend(clock, profile_latency(curves(), scale=scale))
+    backend = FakeBackend(clock, curve_latency(curves(), scale=scale))
     router = AsyncRouter(policy or one_gpu_policy(), backend, clock=clock, **kw)  # type: ignore[arg-type]
     return router, clock, backend
 
