@@ -45,6 +45,9 @@ def _mount() -> None:
     else:
         app.command("plan", help="Plan sessions onto GPUs (Nexus squishy bin packing).")(plan)
         bench_app.command("plan", help="Scheduler benchmark on the H200 profiles.")(bench_plan)
+    from control.serve_cli import control_app
+
+    app.add_typer(control_app, name="control", help="The control plane service.")
     # --- router (router/cli.py) ---
     try:
         from router.cli import router_app
@@ -52,12 +55,11 @@ def _mount() -> None:
         pass
     else:
         app.add_typer(router_app, name="router", help="The SLO-aware data plane.")
-    try:
-        from router.cli import bench_router
-    except ImportError:
-        pass
-    else:
-        bench_app.command("router", help="Router goodput under Poisson load.")(bench_router)
+    from deploy.bench_router import bench_router
+
+    bench_app.command("router", help="Router goodput under Poisson load, vs Triton's batcher.")(
+        bench_router
+    )
     from deploy.demo import demo
 
     app.command("demo", help="The main job on the embedded default: export, serve, infer.")(demo)

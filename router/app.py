@@ -83,6 +83,7 @@ class RouterService:
         self._meta_lock = asyncio.Lock()
         self.router: AsyncRouter | None = None
         self.started = time.time()
+        self.revision = 0  # the control plane's plan revision this router runs
         check_plan_against_fleet(plan, fleet)
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -105,7 +106,9 @@ class RouterService:
         if close is not None:
             await close()
 
-    def switch_plan(self, plan: Plan, fleet: Fleet | None = None) -> None:
+    def switch_plan(
+        self, plan: Plan, fleet: Fleet | None = None, revision: int | None = None
+    ) -> None:
         """Adopt a new plan (and fleet) without losing or duplicating queued requests."""
         fleet = fleet or self.fleet
         check_plan_against_fleet(plan, fleet)
@@ -114,6 +117,8 @@ class RouterService:
         assert self.router is not None
         self.router.switch_plan(plan)
         self.plan, self.fleet = plan, fleet
+        if revision is not None:
+            self.revision = revision
 
     # ---- sessions and models --------------------------------------------------------
 
@@ -226,13 +231,24 @@ def check_plan_against_fleet(plan: Plan, fleet: Fleet) -> None:
             )
 
 
-def create_app(service: RouterService) -> FastAPI:
+def create_app(service: RouterService, control: str | None = None) -> FastAPI:
+    """The ASGI app; with `control`, it follows that control plane's plan revisions."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        follower = None
+        if control is not None:
+            from router.follow import follow
+
+            follower = asyncio.get_running_loop().create_task(follow(service, control))
         try:
             yield
         finally:
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
             await service.stop()
 
     app = FastAPI(title="tnx router", lifespan=lifespan)
@@ -317,6 +333,7 @@ def create_app(service: RouterService) -> FastAPI:
         return JSONResponse(
             {
                 "time": time.time(),
+                "plan_revision": service.revision,
                 "sessions": [
                     {
                         "id": sid,

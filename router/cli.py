@@ -1,4 +1,5 @@
-"""`tnx router serve`: the data plane on a plan, a fleet and profiles (DESIGN.md contracts)."""
+"""`tnx router serve`: the data plane on a plan, a fleet and profiles (DESIGN.md contracts),
+given as files or taken from a control plane (`--control URL`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ router_app = typer.Typer(no_args_is_help=True)
 
 
 def build_service(
-    plan: Path, fleet: Path, profiles: Path, drop: str = "early", max_body_mb: float = 64.0
+    plan, fleet, profiles, drop: str = "early", max_body_mb: float = 64.0, source: str | None = None
 ):
+    """A RouterService from contract files (paths) or already-loaded contracts."""
     from control.types import Plan
     from exporters.errors import UserInputError
     from model_repo_tools.fleet import Fleet
@@ -21,13 +23,15 @@ def build_service(
 
     if drop not in DROP_MODES:
         raise UserInputError(f"--drop {drop!r}: expected one of {', '.join(DROP_MODES)}")
-    p, f, prof = Plan.load(plan), Fleet.load(fleet), ProfileSet.load(profiles)
+    p = plan if isinstance(plan, Plan) else Plan.load(plan)
+    f = fleet if isinstance(fleet, Fleet) else Fleet.load(fleet)
+    prof = profiles if isinstance(profiles, ProfileSet) else ProfileSet.load(profiles)
     curves = prof.curves()
     for g in p.gpus:
         for a in g.allocations:
             if (a.model, g.gpu_type) not in curves:
                 raise UserInputError(
-                    f"{profiles}: no profile for model {a.model!r} on gpu type "
+                    f"{source or profiles}: no profile for model {a.model!r} on gpu type "
                     f"{g.gpu_type!r} (plan gpu {g.gpu})"
                 )
     return RouterService(
@@ -41,9 +45,12 @@ def build_service(
 
 @router_app.command("serve")
 def serve(
-    plan: Path = typer.Option(..., "--plan", help="plan.json"),
-    fleet: Path = typer.Option(..., "--fleet", help="fleet.json (gRPC address per plan GPU)"),
-    profiles: Path = typer.Option(..., "--profiles", help="profiles.json"),
+    plan: Path | None = typer.Option(None, "--plan", help="plan.json"),
+    fleet: Path | None = typer.Option(None, "--fleet", help="fleet.json (gRPC address per GPU)"),
+    profiles: Path | None = typer.Option(None, "--profiles", help="profiles.json"),
+    control: str | None = typer.Option(
+        None, "--control", help="Control plane URL: take plan, fleet and profiles from it."
+    ),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
     drop: str = typer.Option("early", "--drop", help="early (sliding window) | lazy | none"),
@@ -52,12 +59,28 @@ def serve(
     """Serve KServe v2 on HOST:PORT, batching and dropping as the plan prescribes."""
     import uvicorn
 
+    from exporters.errors import UserInputError
     from router.app import create_app
 
-    service = build_service(plan, fleet, profiles, drop, max_body_mb)
+    if control is not None:
+        import asyncio
+
+        from router.follow import initial_state
+
+        p, revision, f, prof = asyncio.run(initial_state(control))
+        service = build_service(p, f, prof, drop, max_body_mb, source=f"{control}/v1/profiles")
+        service.revision = revision
+    elif plan and fleet and profiles:
+        service = build_service(plan, fleet, profiles, drop, max_body_mb)
+    else:
+        raise UserInputError("give --plan, --fleet and --profiles, or --control URL")
     typer.echo(
         f"tnx router on http://{host}:{port} ({len(service.plan.gpus)} gpus, drop={drop})", err=True
     )
     uvicorn.run(
-        create_app(service), host=host, port=port, log_level="warning", timeout_graceful_shutdown=10
+        create_app(service, control),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
     )
