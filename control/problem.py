@@ -44,6 +44,9 @@ class Demand:
     rate: float
     table: BatchTable
     gclass: GpuClass
+    # The same session on the other GPU classes that can serve it, cheapest first: the
+    # packers fall back to them to empty a GPU.
+    alts: tuple[Demand, ...] = ()
 
 
 @dataclass(slots=True)
@@ -96,7 +99,7 @@ def resolve(
         prob.sessions[s.id] = s
         if s.rate <= 0:
             continue
-        best: tuple[float, float, Demand] | None = None
+        options: list[tuple[float, float, Demand]] = []
         reasons: list[str] = []
         for c in classes:
             t = tables.get(s.model, c.gpu_type)
@@ -114,11 +117,12 @@ def resolve(
                 continue
             need = t.need(s.rate, s.slo_ms)
             # Ties go to the larger class, so small fleets of a type are kept for overflow.
-            key = (need, -c.count)
-            if best is None or key < best[:2]:
-                best = (need, -c.count, Demand(s.id, s.model, s.slo_ms, s.rate, t, c))
-        if best is not None:
-            prob.demands.append(best[2])
+            options.append((need, -c.count, Demand(s.id, s.model, s.slo_ms, s.rate, t, c)))
+        if options:
+            options.sort(key=lambda o: o[:2])
+            best = options[0][2]
+            best.alts = tuple(o[2] for o in options[1:])
+            prob.demands.append(best)
             continue
         if not reasons:
             reasons.append(f"no profile for model {s.model} on gpu type {', '.join(types)}")

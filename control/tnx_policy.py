@@ -233,14 +233,19 @@ def dissolve(nodes: list[Node], fixed: frozenset[int] = frozenset()) -> list[Nod
         victim = min(cands, key=lambda n: n.occupancy)
         tried.add(id(victim))
         others = [n for n in nodes if n is not victim]
-        slack = sum(n.slack / n.duty for n in others if n.gclass is victim.gclass)
+        slack = sum(n.slack / n.duty for n in others)
         if slack < victim.occupancy:
             failures += 1
             continue
         touched: dict[int, tuple] = {}
         ok = True
         for p in sorted(victim.pieces.values(), key=lambda p: -p.lat):
-            if place_rate(p.demand, p.rate, others, touched) > 1e-9:
+            left = place_rate(p.demand, p.rate, others, touched)
+            # Then on another GPU type that can serve the session, if one is in use.
+            for alt in p.demand.alts:
+                if left > 1e-9:
+                    left = place_rate(alt, left, others, touched)
+            if left > 1e-9:
                 ok = False
                 break
         if ok:
