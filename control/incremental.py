@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from control.consolidate import dissolve, place_rate
 from control.nodes import Node
 from control.problem import Demand, GpuClass, Problem, TableCache
-from control.tnx_policy import dissolve, place_rate
 from control.types import Plan
 
 

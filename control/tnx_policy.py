@@ -7,10 +7,11 @@ What it changes from the paper's greedy merge, and why:
 - Each residual load goes best-fit into the open node it fills most, but only where
   the node's shorter cycle does not inflate its occupancy beyond a bound; several
   bounds are tried and the plan with the fewest GPUs wins.
+- Where memory rather than time runs out, loads are also packed biggest-first by
+  memory, with batch sizes chosen to hold less memory (a weighted cost).
 - Cycles are then stretched as far as the SLOs allow (bigger batches, lower cost),
-  and the emptiest nodes are dissolved into the others' slack, splitting a
-  session's rate across GPUs where a whole one does not fit.
-- The paper's plan is computed too and returned if it is no worse, so this policy
+  and the emptiest nodes are dissolved into the others' slack (control.consolidate).
+- The paper's plan, after the same dissolving, is a candidate too, so this policy
   never uses more GPUs than `nexus-paper`.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from control.consolidate import dissolve
 from control.nexus_paper import plan_nexus, saturate
 from control.nodes import Node, Piece
 from control.problem import Demand
@@ -26,7 +28,6 @@ from control.problem import Demand
 # Occupancy inflation tolerated when a load joins a node with a shorter cycle than its
 # own: 0 keeps SLO classes apart, inf packs wherever it fits.
 INFLATION_BOUNDS = (0.15, 0.6, math.inf)
-MAX_DISSOLVE_FAILURES = 12
 MEMORY_WEIGHTS = (0.5, 1.0, 2.0)
 MEMORY_FIRST = -1.0  # a trial "bound" that selects pack_memory
 # Above this ratio of memory to time (both in GPUs), memory-saving trials run too.
@@ -156,115 +157,13 @@ def pack_memory(rest: list[Residual]) -> list[Node]:
     return nodes
 
 
-def _snapshot(n: Node) -> tuple[dict[str, Piece], float, float, float]:
-    return {k: Piece(p.demand, p.rate, p.batch) for k, p in n.pieces.items()}, n.load, n.mem, n.duty
-
-
-def _restore(n: Node, snap: tuple[dict[str, Piece], float, float, float]) -> None:
-    n.pieces, n.load, n.mem, n.duty = snap
-
-
-def _touch(touched: dict[int, tuple], n: Node) -> None:
-    if id(n) not in touched:
-        touched[id(n)] = (n, _snapshot(n))
-
-
-def _add_shrinking(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple]) -> bool:
-    """Put all of `rate` on the node whose cycle, shortened to suit `d`, grows least in
-    occupancy (the paper's merge, used only where nothing else fits whole)."""
-    longest = d.table.max_duty(rate, d.slo, d.gclass.memory)
-    best: Node | None = None
-    best_growth = math.inf
-    for n in nodes:
-        if n.duty <= longest or n.slack <= 0:
-            continue
-        sh = n.shrunk(d, rate, longest)
-        if sh is not None and sh[0] / longest - n.occupancy < best_growth:
-            best, best_growth = n, sh[0] / longest - n.occupancy
-    if best is None:
-        return False
-    _touch(touched, best)
-    return best.add_shrunk(d, rate, longest)
-
-
-def place_rate(
-    d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple], shrink: bool = True
-) -> float:
-    """Put `rate` of `d` into the nodes' slack, whole where it fits, else split; returns
-    what is left over. `touched` collects snapshots of the nodes it changes."""
-    same = [n for n in nodes if n.gclass is d.gclass and n.slack >= 0]
-    while rate > 1e-9:
-        best: Node | None = None
-        best_occ = -1.0
-        for n in same:
-            c = n.cost(d, rate)
-            if c is not None and (n.load + c[1]) / n.duty > best_occ:
-                best, best_occ = n, (n.load + c[1]) / n.duty
-        if best is not None:
-            _touch(touched, best)
-            best.add(d, rate)
-            return 0.0
-        if shrink and _add_shrinking(d, rate, same, touched):
-            return 0.0
-        # No node takes it whole: fill the node that can take the most, and go on.
-        cap, host = 0.0, None
-        for n in same:
-            m = n.max_rate(d)
-            if m > cap:
-                cap, host = m, n
-        if host is None or cap <= 1e-9:
-            return rate
-        part = min(cap, rate)
-        _touch(touched, host)
-        if not host.add(d, part):
-            return rate
-        rate -= part
-    return 0.0
-
-
-def dissolve(nodes: list[Node], fixed: frozenset[int] = frozenset()) -> list[Node]:
-    """Empty the least occupied nodes into the others' slack while that works."""
-    failures = 0
-    tried: set[int] = set()
-    while failures < MAX_DISSOLVE_FAILURES:
-        cands = [n for n in nodes if id(n) not in tried and id(n) not in fixed]
-        if not cands:
-            break
-        victim = min(cands, key=lambda n: n.occupancy)
-        tried.add(id(victim))
-        others = [n for n in nodes if n is not victim]
-        slack = sum(n.slack / n.duty for n in others)
-        if slack < victim.occupancy:
-            failures += 1
-            continue
-        touched: dict[int, tuple] = {}
-        ok = True
-        for p in sorted(victim.pieces.values(), key=lambda p: -p.lat):
-            left = place_rate(p.demand, p.rate, others, touched)
-            # Then on another GPU type that can serve the session, if one is in use.
-            for alt in p.demand.alts:
-                if left > 1e-9:
-                    left = place_rate(alt, left, others, touched)
-            if left > 1e-9:
-                ok = False
-                break
-        if ok:
-            nodes = others
-            tried.clear()
-        else:
-            for n, snap in touched.values():
-                _restore(n, snap)
-            failures += 1
-    return nodes
-
-
 def memory_pressure(rest: list[Residual]) -> float:
     """GPUs' worth of memory over GPUs' worth of time that the residual loads take alone."""
     mem = time = 0.0
     for r in rest:
         t = r.demand.table
         if math.isfinite(r.demand.gclass.memory):
-            mem += t.mem[t.batch_for(r.rate, r.duty)] / r.demand.gclass.memory
+            mem += t.mem[r.batch] / r.demand.gclass.memory
         time += r.occupancy
     return mem / time if time > 0 else 0.0
 

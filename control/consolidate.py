@@ -1,0 +1,120 @@
+"""Filling slack and dissolving GPUs: the local search after packing.
+
+Bin packing leaves partly empty nodes. Taking the emptiest node, its sessions are
+moved into other nodes' slack: whole where one node takes it, else by shortening a
+node's cycle as the paper's merge does, else split across several nodes (a
+session's rate may be served by several GPUs); then, on another GPU type that can
+serve it. If all of it fits, the node is gone; if not, every change is undone.
+Incremental re-planning uses the same moves to absorb grown rates.
+"""
+
+from __future__ import annotations
+
+import math
+
+from control.nodes import Node, Piece
+from control.problem import Demand
+
+# Consecutive failed attempts after which dissolving stops: each attempt costs a scan
+# of every node per session moved, and later candidates are fuller, so less likely.
+MAX_DISSOLVE_FAILURES = 12
+
+
+def _snapshot(n: Node) -> tuple[dict[str, Piece], float, float, float]:
+    return {k: Piece(p.demand, p.rate, p.batch) for k, p in n.pieces.items()}, n.load, n.mem, n.duty
+
+
+def _restore(n: Node, snap: tuple[dict[str, Piece], float, float, float]) -> None:
+    n.pieces, n.load, n.mem, n.duty = snap
+
+
+def _touch(touched: dict[int, tuple], n: Node) -> None:
+    if id(n) not in touched:
+        touched[id(n)] = (n, _snapshot(n))
+
+
+def _add_shrinking(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple]) -> bool:
+    """Put all of `rate` on the node whose cycle, shortened to suit `d`, grows least in
+    occupancy (the paper's merge, used only where nothing else fits whole)."""
+    longest = d.table.max_duty(rate, d.slo, d.gclass.memory)
+    best: Node | None = None
+    best_growth = math.inf
+    for n in nodes:
+        if n.duty <= longest or n.slack <= 0:
+            continue
+        sh = n.shrunk(d, rate, longest)
+        if sh is not None and sh[0] / longest - n.occupancy < best_growth:
+            best, best_growth = n, sh[0] / longest - n.occupancy
+    if best is None:
+        return False
+    _touch(touched, best)
+    return best.add_shrunk(d, rate, longest)
+
+
+def place_rate(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple]) -> float:
+    """Put `rate` of `d` into the nodes' slack, whole where it fits, else split; returns
+    what is left over. `touched` collects snapshots of the nodes it changes."""
+    same = [n for n in nodes if n.gclass is d.gclass and n.slack >= 0]
+    while rate > 1e-9:
+        best: Node | None = None
+        best_occ = -1.0
+        for n in same:
+            c = n.cost(d, rate)
+            if c is not None and (n.load + c[1]) / n.duty > best_occ:
+                best, best_occ = n, (n.load + c[1]) / n.duty
+        if best is not None:
+            _touch(touched, best)
+            best.add(d, rate)
+            return 0.0
+        if _add_shrinking(d, rate, same, touched):
+            return 0.0
+        # No node takes it whole: fill the node that can take the most, and go on.
+        cap, host = 0.0, None
+        for n in same:
+            m = n.max_rate(d)
+            if m > cap:
+                cap, host = m, n
+        if host is None or cap <= 1e-9:
+            return rate
+        part = min(cap, rate)
+        _touch(touched, host)
+        if not host.add(d, part):
+            return rate
+        rate -= part
+    return 0.0
+
+
+def dissolve(nodes: list[Node]) -> list[Node]:
+    """Empty the least occupied nodes into the others' slack while that works."""
+    failures = 0
+    tried: set[int] = set()
+    while failures < MAX_DISSOLVE_FAILURES:
+        cands = [n for n in nodes if id(n) not in tried]
+        if not cands:
+            break
+        victim = min(cands, key=lambda n: n.occupancy)
+        tried.add(id(victim))
+        others = [n for n in nodes if n is not victim]
+        slack = sum(n.slack / n.duty for n in others)
+        if slack < victim.occupancy:
+            failures += 1
+            continue
+        touched: dict[int, tuple] = {}
+        ok = True
+        for p in sorted(victim.pieces.values(), key=lambda p: -p.lat):
+            left = place_rate(p.demand, p.rate, others, touched)
+            # Then on another GPU type that can serve the session, if one is in use.
+            for alt in p.demand.alts:
+                if left > 1e-9:
+                    left = place_rate(alt, left, others, touched)
+            if left > 1e-9:
+                ok = False
+                break
+        if ok:
+            nodes = others
+            tried.clear()
+        else:
+            for n, snap in touched.values():
+                _restore(n, snap)
+            failures += 1
+    return nodes
