@@ -50,6 +50,8 @@ def validate_plan(
                 continue
             if a.model != s.model:
                 out.append(f"{where}: {a.session} runs {a.model}, session is {s.model}")
+            if abs(a.slo_ms - s.slo_ms) > TOL * s.slo_ms:
+                out.append(f"{where}: {a.session} slo_ms {a.slo_ms:g}, session has {s.slo_ms:g}")
             curve = curves.get((s.model, g.gpu_type))
             if curve is None:
                 out.append(f"{where}: no profile for {s.model} on {g.gpu_type}")
@@ -96,7 +98,11 @@ def lower_bound(
     curves: Mapping[tuple[str, str], LatencyCurve],
     gpu_types: Iterable[str] | None = None,
 ) -> int:
-    """DESIGN.md's bound: Σ over placeable sessions of their least need, rounded up."""
+    """DESIGN.md's bound: Σ over placeable sessions of their least need, rounded up.
+
+    b ranges over every integer batch up to the largest profiled (l is linear between
+    listed sizes), since a plan may use any of them. GPU memory is ignored.
+    """
     types = sorted({t for _, t in curves} if gpu_types is None else set(gpu_types))
     cache: dict[tuple[str, str], BatchTable] = {}
     total = 0.0
