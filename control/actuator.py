@@ -138,6 +138,7 @@ class Actuator:
             cfg.max_batch_size = max(cfg.max_batch_size, max_batch)
         cfg.ClearField("dynamic_batching")
         del cfg.instance_group[:]
+        self._add_warmup(cfg, max_batch)
         group = cfg.instance_group.add(count=1)
         if gpu.gpu_type == "cpu":
             group.kind = mc.ModelInstanceGroup.KIND_CPU
@@ -145,6 +146,21 @@ class Actuator:
             group.kind = mc.ModelInstanceGroup.KIND_GPU
             group.gpus.append(_gpu_index(gpu.id))
         return to_override_json(cfg)
+
+    @staticmethod
+    def _add_warmup(cfg: mc.ModelConfig, max_batch: int) -> None:
+        """Triton runs the model on random inputs before it reports READY, so the first
+        requests routed to a freshly loaded model do not pay for its first run."""
+        del cfg.model_warmup[:]
+        if any(d < 0 for t in cfg.input for d in t.dims):
+            return  # variable dims: no fixed shape to warm up with
+        warm = cfg.model_warmup.add(name="tnx_warmup", count=2)
+        warm.batch_size = max(1, max_batch) if cfg.max_batch_size > 0 else 0
+        for t in cfg.input:
+            spec = warm.inputs[t.name]
+            spec.data_type = t.data_type
+            spec.dims.extend(t.dims)
+            spec.random_data = True
 
     def observe(self) -> State:
         """Each reachable server's READY models with their live max_batch_size."""

@@ -18,6 +18,7 @@ def serve(
     workload: Path = typer.Option(..., "--workload", help="workload.json (first start)"),
     router: list[str] = typer.Option([], "--router", help="Router URL to read rates from."),
     epoch_s: float = typer.Option(30.0, "--epoch-s", help="Seconds between re-plans."),
+    window_s: float = typer.Option(5.0, "--window-s", help="Seconds of arrivals per rate."),
     state: Path = typer.Option(Path("tnx-control.sqlite"), "--state", help="SQLite state."),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8100, "--port"),
@@ -35,8 +36,8 @@ def serve(
     from model_repo_tools.fleet import Fleet
     from model_repo_tools.profiles import ProfileSet
 
-    if epoch_s <= 0:
-        raise UserInputError(f"--epoch-s {epoch_s}: must be positive")
+    if epoch_s <= 0 or window_s <= 0:
+        raise UserInputError(f"--epoch-s {epoch_s} / --window-s {window_s}: must be positive")
     if not repo.is_dir():
         raise UserInputError(f"--repo {repo}: not a directory")
     cp = ControlPlane(
@@ -45,7 +46,7 @@ def serve(
         ProfileSet.load(profiles),
         Store(state),
         routers=router,
-        config=ControlConfig(epoch_s=epoch_s, policy=policy),
+        config=ControlConfig(epoch_s=epoch_s, window_s=window_s, policy=policy),
     )
     cp.seed(Workload.load(workload))
     typer.echo(
