@@ -172,6 +172,32 @@ class Node:
         self.load = sum(p.lat for p in self.pieces.values())
         self.mem = sum(p.mem for p in self.pieces.values())
 
+    def balance(self, steps: int = 6) -> None:
+        """Shorten the cycle until the time it uses matches the memory it holds.
+
+        Where memory fills faster than time, a shorter cycle (smaller batches, less
+        memory) leaves room for more sessions; bisects on the cycle length.
+        """
+        cap = self.gclass.memory
+        if not math.isfinite(cap) or self.mem / cap <= self.occupancy:
+            return
+        lo, hi = self.load, self.duty  # no cycle shorter than Σ l can hold the batches
+        best = None
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            nb = self.rebatch(mid)
+            if nb is None:
+                lo = mid
+                continue
+            load = sum(p.demand.table.lat[b] for p, b in nb)
+            mem = sum(p.demand.table.mem[b] for p, b in nb)
+            if mem / cap > load / mid:
+                hi, best = mid, (mid, nb)
+            else:
+                lo, best = mid, (mid, nb)
+        if best is not None:
+            self.set_duty(*best)
+
     def stretch(self, mem_weight: float = 0.0) -> None:
         """Lengthen the cycle as far as every piece's SLO allows, if that lowers the cost
         occupancy + mem_weight · memory share.

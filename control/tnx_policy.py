@@ -28,7 +28,12 @@ from control.problem import Demand
 # Occupancy inflation tolerated when a load joins a node with a shorter cycle than its
 # own: 0 keeps SLO classes apart, inf packs wherever it fits.
 INFLATION_BOUNDS = (0.15, 0.6, math.inf)
-MEMORY_WEIGHTS = (0.5, 1.0, 2.0)
+MEMORY_WEIGHTS = (0.5, 1.0)
+# Shortening a full node's cycle to make memory room: factor per step, steps, and how
+# many nodes one load may try it on (each try re-batches the node).
+SQUEEZE, SQUEEZE_STEPS = 0.85, 6
+# Squeezing costs a re-batch of every full node per load: only on problems this small.
+SQUEEZE_MAX_LOADS = 800
 MEMORY_FIRST = -1.0  # a trial "bound" that selects pack_memory
 # Above this ratio of memory to time (both in GPUs), memory-saving trials run too.
 MEMORY_PRESSURE = 0.9
@@ -90,7 +95,9 @@ def _open(r: Residual) -> Node:
     return node
 
 
-def pack(rest: list[Residual], bound: float) -> list[Node]:
+def pack(
+    rest: list[Residual], bound: float, squeeze: bool = False, balance: bool = False
+) -> list[Node]:
     nodes: list[Node] = []
     # Nodes with room for at least the cheapest batch of any load; the rest are closed.
     open_: list[Node] = []
@@ -100,24 +107,49 @@ def pack(rest: list[Residual], bound: float) -> list[Node]:
         best: Node | None = None
         best_occ = -1.0
         limit = r.occupancy * (1.0 + bound)
+        best_duty = 0.0
         for node in open_:
             if node.gclass is not d.gclass or node.duty - node.load < t.lat[1]:
                 continue
             c = node.cost(d, r.rate)
-            if c is None or c[1] / node.duty > limit:
+            duty = node.duty
+            if c is None and squeeze and node.mem + t.mem[1] > node.gclass.memory:
+                # Out of memory, not time: a shorter cycle means smaller batches.
+                sq = _squeeze(node, d, r.rate)
+                if sq is not None:
+                    duty, load = sq
+                    c = (0, load - node.load, 0.0)
+            if c is None or c[1] / duty > limit:
                 continue
-            occ = (node.load + c[1]) / node.duty
+            occ = (node.load + c[1]) / duty
             if occ > best_occ:
-                best, best_occ = node, occ
+                best, best_occ, best_duty = node, occ, duty
         if best is None:
             best = _open(r)
             nodes.append(best)
             open_.append(best)
-        else:
+        elif best_duty == best.duty:
             best.add(d, r.rate)
-            if best.slack < least:
-                open_.remove(best)
+        else:
+            best.add_shrunk(d, r.rate, best_duty)
+        if balance:
+            best.balance()
+        if best.slack < least:
+            open_.remove(best)
     return nodes
+
+
+def _squeeze(node: Node, d: Demand, rate: float) -> tuple[float, float] | None:
+    """The longest of a few shorter cycles at which `rate` of `d` fits: (duty, Σ l)."""
+    lo, hi, found = 1, SQUEEZE_STEPS, None
+    while lo <= hi:  # fewer steps fit memory worse but time better: bisect
+        k = (lo + hi) // 2
+        sh = node.shrunk(d, rate, node.duty * SQUEEZE**k)
+        if sh is not None:
+            found, hi = (node.duty * SQUEEZE**k, sh[0]), k - 1
+        else:
+            lo = k + 1
+    return found
 
 
 def pack_memory(rest: list[Residual]) -> list[Node]:
@@ -168,27 +200,43 @@ def memory_pressure(rest: list[Residual]) -> float:
     return mem / time if time > 0 else 0.0
 
 
-def plan_tnx(demands: list[Demand]) -> list[Node]:
-    full, rest = residuals(demands)
-    trials = [(rest, bound, 0.0) for bound in INFLATION_BOUNDS]
+def trials(rest: list[Residual]) -> list[tuple[list[Residual], float, float, str]]:
+    """(loads, inflation bound or MEMORY_FIRST, memory weight, mode) to try.
+
+    Mode "balance" shortens a node's cycle after each addition while its memory fills
+    faster than its time; "squeeze" does so only to fit a load in (better, slower).
+    """
+    finite = any(math.isfinite(r.demand.gclass.memory) for r in rest)
+    mode = "balance" if finite else ""
+    out = [(rest, bound, 0.0, mode) for bound in INFLATION_BOUNDS]
     if memory_pressure(rest) > MEMORY_PRESSURE:
         # Memory, not time, may bound the packing: also pack biggest-first by memory, and
         # try configurations with smaller batches (shorter cycles) that hold less memory.
-        trials.append((rest, MEMORY_FIRST, 0.0))
+        out.append((rest, MEMORY_FIRST, 0.0, ""))
         for w in MEMORY_WEIGHTS:
             rest_w = reweighted(rest, w)
-            trials += [(rest_w, b, w) for b in (MEMORY_FIRST, *INFLATION_BOUNDS)]
+            out += [(rest_w, b, w, mode) for b in (MEMORY_FIRST, *INFLATION_BOUNDS[1:])]
+            if len(rest) <= SQUEEZE_MAX_LOADS:
+                out += [(rest_w, b, w, "squeeze") for b in INFLATION_BOUNDS[1:]]
+    return out
+
+
+def plan_tnx(demands: list[Demand]) -> list[Node]:
+    full, rest = residuals(demands)
     best: list[Node] | None = None
-    for rest_w, bound, weight in trials:
-        nodes = pack_memory(rest_w) if bound == MEMORY_FIRST else pack(rest_w, bound)
+    for loads, bound, weight, mode in trials(rest):
+        if bound == MEMORY_FIRST:
+            nodes = pack_memory(loads)
+        else:
+            nodes = pack(loads, bound, squeeze=mode == "squeeze", balance=mode == "balance")
         for n in nodes:
             n.stretch(weight)
         nodes = dissolve(nodes)
         if best is None or _score(nodes) < _score(best):
             best = nodes
     ours = full + (best or [])
-    # The paper's plan, improved by dissolving its emptiest nodes, is a candidate too:
-    # so this policy never uses more GPUs than `nexus-paper`.
+    # The paper's plan, after the same dissolving, is a candidate too: so this policy
+    # never uses more GPUs than `nexus-paper`.
     paper = dissolve(plan_nexus(demands))
     return ours if _score(ours) <= _score(paper) else paper
 
