@@ -25,7 +25,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -71,6 +73,7 @@ class Row:
     loadgen_cpu_ms_per_req: float
     lag_p99_ms: float
     router_late: int | None = None  # the router's own count (its clock, from arrival)
+    mean_batch: float | None = None  # samples per batch the servers ran
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -87,7 +90,7 @@ class Setup:
 # ---- model, repository, fleet -------------------------------------------------------------
 
 
-def prepare_repo(cfg: BenchConfig) -> Path:
+def prepare_repo(cfg: BenchConfig) -> tuple[Path, Path]:
     from exporters.examples import EXAMPLES, INPUT_SHAPES
     from exporters.factory import load_factory
     from exporters.onnx_export import export_onnx
@@ -102,7 +105,13 @@ def prepare_repo(cfg: BenchConfig) -> Path:
     )
     repo = cfg.out / "repo"
     add_model(onnx, repo, backend="python", max_batch=64)
-    return repo
+    return repo, onnx
+
+
+def add_model_copy(onnx: Path, repo: Path, name: str) -> None:
+    from model_repo_tools.repository import add_model
+
+    add_model(onnx, repo, backend="python", max_batch=64, name=name)
 
 
 def request_body(model: str) -> tuple[bytes, dict[str, str]]:
@@ -328,44 +337,64 @@ def summarize(
     )
 
 
-def run_loads(
+def run_one(
     cfg: BenchConfig,
     system: str,
+    index: int,
     targets: list[str],
     setup: Setup,
     body_file: Path,
     headers: dict[str, str],
     router: RouterProc | None,
-    log=print,
-) -> list[Row]:
-    rows = []
-    for i, load in enumerate(cfg.loads):
-        spec = LoadSpec(
-            targets=targets,
-            body_file=str(body_file),
-            headers=headers,
-            rate=load * setup.capacity_rps,
-            duration_s=cfg.duration_s,
-            seed=cfg.seed + i,
-            timeout_s=max(60.0, 4 * cfg.duration_s),
-        )
-        cpu0 = late0 = None
-        if router is not None:
-            cpu0 = cpu_seconds(router.proc.pid)
-            late0 = router_counter(router.url, "tnx_router_answered_late_total")
-        res = run_load(spec, cfg.out / "load")
-        cpu = None if router is None or cpu0 is None else cpu_seconds(router.proc.pid) - cpu0
-        row = summarize(system, load, res, setup.slo_ms, cpu)
-        if router is not None and late0 is not None:
-            row.router_late = int(
-                router_counter(router.url, "tnx_router_answered_late_total") - late0
-            )
-        if row.ok + row.dropped + row.other != row.sent:
-            raise TnxError(f"{system} at {load}×: answers do not add up to requests sent")
-        rows.append(row)
-        log(format_row(row))
-        time.sleep(1.0)  # let the servers settle between loads
-    return rows
+    batch_counts: Callable[[], tuple[float, float]],
+) -> Row:
+    """One load level against one system; `batch_counts()` is (samples, batches) so far."""
+    load = cfg.loads[index]
+    spec = LoadSpec(
+        targets=targets,
+        body_file=str(body_file),
+        headers=headers,
+        rate=load * setup.capacity_rps,
+        duration_s=cfg.duration_s,
+        seed=cfg.seed + index,  # every system sees the same arrivals at a given load
+        timeout_s=max(60.0, 4 * cfg.duration_s),
+    )
+    cpu0 = late0 = 0.0
+    if router is not None:
+        cpu0 = cpu_seconds(router.proc.pid)
+        late0 = router_counter(router.url, "tnx_router_answered_late_total")
+    samples0, batches0 = batch_counts()
+    res = run_load(spec, cfg.out / "load")
+    cpu = None if router is None else cpu_seconds(router.proc.pid) - cpu0
+    row = summarize(system, load, res, setup.slo_ms, cpu)
+    samples, batches = batch_counts()
+    if batches > batches0:
+        row.mean_batch = (samples - samples0) / (batches - batches0)
+    if router is not None:
+        late = router_counter(router.url, "tnx_router_answered_late_total") - late0
+        row.router_late = int(late)
+    if row.ok + row.dropped + row.other != row.sent:
+        raise TnxError(f"{system} at {load}×: answers do not add up to requests sent")
+    return row
+
+
+def router_batches(router: RouterProc) -> tuple[float, float]:
+    return (
+        router_counter(router.url, "tnx_router_batch_size_sum"),
+        router_counter(router.url, "tnx_router_batch_size_count"),
+    )
+
+
+def triton_batches(fleet, model: str) -> tuple[float, float]:
+    from model_repo_tools.triton_client import TritonServer
+
+    samples = batches = 0.0
+    for g in fleet.gpus:
+        with TritonServer(g.server) as s:
+            for st in s.statistics(model).get("model_stats", []):
+                samples += float(st.get("inference_count", 0))
+                batches += float(st.get("execution_count", 0))
+    return samples, batches
 
 
 def warm_up(targets: list[str], body: bytes, headers: dict[str, str], n: int = 16) -> None:
@@ -375,6 +404,8 @@ def warm_up(targets: list[str], body: bytes, headers: dict[str, str], n: int = 1
 
 
 def run_bench(cfg: BenchConfig, log=print) -> tuple[Setup, list[Row]]:
+    """Systems take turns at each load level (same arrivals, same seconds of the machine's
+    life), so that a neighbour's burst on a shared machine does not land on one system only."""
     from deploy.fleet import start_fleet, stop_fleet
     from model_repo_tools.triton_client import TritonServer
 
@@ -383,11 +414,15 @@ def run_bench(cfg: BenchConfig, log=print) -> tuple[Setup, list[Row]]:
             raise UserInputError(f"--systems: {s!r} is not one of {', '.join(SYSTEMS)}")
     cfg.out.mkdir(parents=True, exist_ok=True)
     log(f"exporting {cfg.model} and building the repository under {cfg.out}")
-    repo = prepare_repo(cfg)
+    repo, onnx = prepare_repo(cfg)
+    # Triton's batcher gets its own copy of the model, loaded with the batcher's config.
+    batcher_model = f"{cfg.model}_dynbatch"
+    add_model_copy(onnx, repo, batcher_model)
     body, headers = request_body(cfg.model)
     body_file = cfg.out / "request.bin"
     body_file.write_bytes(body)
     fleet = start_fleet(cfg.servers, repo, cfg.out / "fleet")
+    routers: dict[str, RouterProc] = {}
     rows: list[Row] = []
     try:
         for g in fleet.gpus:
@@ -400,25 +435,39 @@ def run_bench(cfg: BenchConfig, log=print) -> tuple[Setup, list[Row]]:
             f"plan: batch {cfg.batch}, duty cycle {setup.duty_cycle_ms:.1f} ms, "
             f"SLO {setup.slo_ms:.0f} ms, capacity C = {setup.capacity_rps:.1f} req/s"
         )
+        targets: dict[str, list[str]] = {}
         for system in cfg.systems:
             if system == "triton":
-                override = triton_override(repo, cfg.model, cfg.batch, setup)
+                override = triton_override(repo, batcher_model, cfg.batch, setup)
                 for g in fleet.gpus:
                     with TritonServer(g.server) as s:
-                        s.load(cfg.model, override)
-                targets = [f"http://{g.http}/v2/models/{cfg.model}/infer" for g in fleet.gpus]
-                warm_up(targets, body, headers)
-                rows += run_loads(cfg, system, targets, setup, body_file, headers, None, log)
-                continue
-            router = start_router(cfg, system)
-            try:
-                targets = [f"{router.url}/v2/models/{cfg.model}/infer"]
-                warm_up(targets, body, headers)
-                rows += run_loads(cfg, system, targets, setup, body_file, headers, router, log)
-            finally:
-                stop_router(router)
+                        s.load(batcher_model, override)
+                targets[system] = [
+                    f"http://{g.http}/v2/models/{batcher_model}/infer" for g in fleet.gpus
+                ]
+            else:
+                routers[system] = start_router(cfg, system)
+                targets[system] = [f"{routers[system].url}/v2/models/{cfg.model}/infer"]
+            warm_up(targets[system], body, headers)
+        for i in range(len(cfg.loads)):
+            for system in cfg.systems:
+                router = routers.get(system)
+                counts = (
+                    partial(router_batches, router)
+                    if router is not None
+                    else partial(triton_batches, fleet, batcher_model)
+                )
+                row = run_one(
+                    cfg, system, i, targets[system], setup, body_file, headers, router, counts
+                )
+                rows.append(row)
+                log(format_row(row))
+                time.sleep(1.0)  # let the servers settle
     finally:
+        for router in routers.values():
+            stop_router(router)
         stop_fleet(fleet, grace_s=5)
+    rows.sort(key=lambda r: (SYSTEMS.index(r.system), r.load))
     (cfg.out / "results.json").write_text(
         json.dumps(
             {
@@ -436,7 +485,7 @@ def run_bench(cfg: BenchConfig, log=print) -> tuple[Setup, list[Row]]:
 
 HEADER = (
     "| system | load | offered rps | goodput rps | 503 | late 200s | other | p50 ms | p99 ms "
-    "| router CPU ms/req |"
+    "| mean batch | router CPU ms/req |"
 )
 
 
@@ -448,15 +497,16 @@ def format_row(r: Row) -> str:
     drop_pct = 100.0 * r.dropped / max(r.sent, 1)
     late_pct = 100.0 * r.late / max(r.ok, 1)
     cpu = "—" if r.router_cpu_ms_per_req is None else f"{r.router_cpu_ms_per_req:.2f}"
+    batch = "—" if r.mean_batch is None else f"{r.mean_batch:.1f}"
     return (
         f"| {r.system} | {r.load:g}× | {r.offered_rps:.1f} | {r.goodput_rps:.1f} "
         f"| {r.dropped} ({drop_pct:.1f}%) | {r.late} ({late_pct:.1f}%) | {r.other} "
-        f"| {_ms(r.p50_ms)} | {_ms(r.p99_ms)} | {cpu} |"
+        f"| {_ms(r.p50_ms)} | {_ms(r.p99_ms)} | {batch} | {cpu} |"
     )
 
 
 def table(rows: list[Row]) -> list[str]:
-    return [HEADER, "|" + "---|" * 10] + [format_row(r) for r in rows]
+    return [HEADER, "|" + "---|" * 11] + [format_row(r) for r in rows]
 
 
 def target_lines(rows: list[Row]) -> list[str]:
@@ -474,7 +524,7 @@ def target_lines(rows: list[Row]) -> list[str]:
     return out
 
 
-def plot(rows: list[Row], setup: Setup, path: Path) -> Path:
+def plot(rows: list[Row], setup: Setup, path: Path, title: str = "") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -497,7 +547,7 @@ def plot(rows: list[Row], setup: Setup, path: Path) -> Path:
     ax.axhline(setup.capacity_rps, ls="--", color="grey", lw=0.8, label="planned capacity C")
     ax.set_xlabel("offered load (req/s, Poisson)")
     ax.set_ylabel(f"goodput (answers within {setup.slo_ms:.0f} ms, req/s)")
-    ax.set_title("2 Triton servers on CPU, convnet64, batch ≤ plan")
+    ax.set_title(title or "goodput against offered load", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -537,7 +587,8 @@ def bench_router(
     )
     command = "tnx bench router " + " ".join(sys.argv[3:])
     setup, rows = run_bench(cfg, log=lambda line: typer.echo(line, err=True))
-    path = plot(rows, setup, png or out / "goodput.png")
+    title = f"{MODEL} on 2 Triton servers (CPU), plan batch {batch}, SLO {setup.slo_ms:.0f} ms"
+    path = plot(rows, setup, png or out / "goodput.png", title)
     typer.echo(f"command: {command.strip()}")
     typer.echo(
         f"plan: batch {batch}, l({batch}) = {setup.latency_ms[batch]:.1f} ms, duty cycle "
