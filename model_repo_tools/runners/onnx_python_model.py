@@ -18,6 +18,15 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 
+def _tensor(name, array):
+    """An output tensor. A stub built against numpy 1 rejects numpy 2 arrays in
+    pb_utils.Tensor ("output tensor shape does not match size"); DLPack does not care."""
+    try:
+        return pb_utils.Tensor(name, array)
+    except Exception:
+        return pb_utils.Tensor.from_dlpack(name, array)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -55,9 +64,7 @@ class TritonPythonModel:
         responses, start = [], 0
         for size in sizes:
             tensors = [
-                pb_utils.Tensor(
-                    n, np.ascontiguousarray(res[start : start + size].astype(dt, copy=False))
-                )
+                _tensor(n, np.ascontiguousarray(res[start : start + size].astype(dt, copy=False)))
                 for (n, dt), res in zip(self.outputs, results, strict=True)
             ]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
