@@ -1,8 +1,9 @@
 """A GPU node being packed: duty cycle d, and one batch per session per cycle.
 
 The node keeps DESIGN.md's per-GPU invariants true at every step: Σ l(b) ≤ d,
-d + l(b) ≤ SLO, b = ceil(r·d/1000) ≤ max batch, Σ memory(b) ≤ the GPU's memory.
-Every method that would break one of them refuses instead.
+d + l(b) ≤ SLO, r·d/1000 ≤ b ≤ max batch, Σ memory(b) ≤ the GPU's memory. Batches
+are the least that hold a cycle's arrivals, b = ceil(r·d/1000); every method that
+would break an invariant refuses instead.
 """
 
 from __future__ import annotations
