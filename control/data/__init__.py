@@ -1,0 +1,1 @@
+"""Data shipped with the scheduler: the H200 profiles the benchmark plans on."""
