@@ -324,12 +324,7 @@ def create_app(service: RouterService, control: str | None = None) -> FastAPI:
         """Per-session arrival counts (cumulative) for the control plane's rate estimates."""
         assert service.router is not None
         policy = service.router.policy
-        counts = {
-            s.labels["session"]: s.value
-            for m in service.metrics.arrivals.collect()
-            for s in m.samples
-            if s.name.endswith("_total")
-        }
+        counts = service.metrics.arrival_counts
         return JSONResponse(
             {
                 "time": time.time(),

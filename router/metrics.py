@@ -15,6 +15,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 class RouterMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.arrival_counts: dict[str, int] = {}
         r = self.registry
         self.arrivals = Counter(
             "tnx_router_arrivals", "Requests accepted, per session", ["session"], registry=r
@@ -54,6 +55,8 @@ class RouterMetrics:
 
     def on_arrival(self, session: str) -> None:
         self.arrivals.labels(session).inc()
+        # A plain copy for /v1/sessions, which the control plane polls for rates.
+        self.arrival_counts[session] = self.arrival_counts.get(session, 0) + 1
 
     def on_outcome(self, outcome: Outcome) -> None:
         s = outcome.request.session
