@@ -27,3 +27,20 @@ def test_every_request_gets_exactly_one_answer(tmp_path: Path) -> None:
     assert len(table(rows)) == 4
     assert (tmp_path / "results.json").is_file()
     assert plot(rows, setup, tmp_path / "goodput.png").stat().st_size > 0
+    assert not _processes_under(tmp_path), "servers or routers left running"
+
+
+def _processes_under(folder: Path) -> list[int]:
+    """Pids whose command line names `folder` (the fleet's repository, the router's plan)."""
+    mark = str(folder).encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if mark in cmdline and state != "Z":
+                pids.append(int(proc.name))
+    return pids
