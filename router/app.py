@@ -73,10 +73,14 @@ class RouterService:
         backend: Backend | None = None,
         drop: DropMode = "early",
         max_body_bytes: int = DEFAULT_MAX_BODY,
+        reserve_ms: float = 2.0,
     ) -> None:
         self.plan, self.fleet, self.curves = plan, fleet, curves
         self.drop = drop
         self.max_body_bytes = max_body_bytes
+        # Time an answer needs after the policy is done with it (encode, write, the
+        # client's read), kept back from every deadline.
+        self.reserve_ms = reserve_ms
         self.metrics = RouterMetrics()
         self._backend = backend
         self._models: dict[str, ModelInfo] = {}
@@ -182,7 +186,10 @@ class RouterService:
 
     # ---- inference ------------------------------------------------------------------
 
-    async def infer(self, model: str, body: bytes, headers: Any) -> Response:
+    async def infer(
+        self, model: str, body: bytes, headers: Any, arrival: float | None = None
+    ) -> Response:
+        """`arrival`: when the request reached the router, on the router's clock."""
         assert self.router is not None
         session = self.pick_session(model, headers.get(SLO_HEADER))
         info = await self.model_info(model)
@@ -192,7 +199,8 @@ class RouterService:
             req, info.inputs, outputs=info.output_names, max_batch_size=info.max_batch_size
         )
         self.metrics.on_arrival(session)
-        outcome = await self.router.submit(self.router.request(session, req.inputs, n or 1))
+        request = self.router.request(session, req.inputs, n or 1, arrival, self.reserve_ms)
+        outcome = await self.router.submit(request)
         self.metrics.on_outcome(outcome)
         if isinstance(outcome, Answered):
             body_out, extra = kserve.encode_response(
@@ -263,6 +271,8 @@ def create_app(service: RouterService, control: str | None = None) -> FastAPI:
         return _error(400, str(err))
 
     async def _infer(model: str, request: Request) -> Response:
+        # The deadline counts from here: reading and decoding the body is part of the SLO.
+        arrival = service.router.now() if service.router is not None else None
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > service.max_body_bytes:
             return _error(
@@ -277,7 +287,7 @@ def create_app(service: RouterService, control: str | None = None) -> FastAPI:
                 return _error(
                     413, f"request body exceeds the limit of {service.max_body_bytes} bytes"
                 )
-        return await service.infer(model, bytes(body), request.headers)
+        return await service.infer(model, bytes(body), request.headers, arrival)
 
     @app.post("/v2/models/{model}/infer")
     async def infer(model: str, request: Request) -> Response:

@@ -11,7 +11,13 @@ router_app = typer.Typer(no_args_is_help=True)
 
 
 def build_service(
-    plan, fleet, profiles, drop: str = "early", max_body_mb: float = 64.0, source: str | None = None
+    plan,
+    fleet,
+    profiles,
+    drop: str = "early",
+    max_body_mb: float = 64.0,
+    source: str | None = None,
+    reserve_ms: float = 2.0,
 ):
     """A RouterService from contract files (paths) or already-loaded contracts."""
     from control.types import Plan
@@ -40,6 +46,7 @@ def build_service(
         curves,
         drop=drop,  # type: ignore[arg-type]
         max_body_bytes=int(max_body_mb * 1024 * 1024),
+        reserve_ms=reserve_ms,
     )
 
 
@@ -55,6 +62,9 @@ def serve(
     port: int = typer.Option(8000, "--port"),
     drop: str = typer.Option("early", "--drop", help="early (sliding window) | lazy | none"),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Larger bodies get 413."),
+    reserve_ms: float = typer.Option(
+        2.0, "--reserve-ms", help="Milliseconds of each SLO kept back for writing the answer."
+    ),
 ) -> None:
     """Serve KServe v2 on HOST:PORT, batching and dropping as the plan prescribes."""
     import uvicorn
@@ -68,10 +78,12 @@ def serve(
         from router.follow import initial_state
 
         p, revision, f, prof = asyncio.run(initial_state(control))
-        service = build_service(p, f, prof, drop, max_body_mb, source=f"{control}/v1/profiles")
+        service = build_service(
+            p, f, prof, drop, max_body_mb, source=f"{control}/v1/profiles", reserve_ms=reserve_ms
+        )
         service.revision = revision
     elif plan and fleet and profiles:
-        service = build_service(plan, fleet, profiles, drop, max_body_mb)
+        service = build_service(plan, fleet, profiles, drop, max_body_mb, reserve_ms=reserve_ms)
     else:
         raise UserInputError("give --plan, --fleet and --profiles, or --control URL")
     typer.echo(

@@ -119,9 +119,21 @@ class AsyncRouter:
     def now(self) -> float:
         return self._clock.now()
 
-    def request(self, session: str, payload: Any = None, n_samples: int = 1) -> Request:
-        """A Request arriving now, deadline now + the session's SLO, with a fresh id."""
-        return self.policy.request(next(self._ids), session, self._clock.now(), payload, n_samples)
+    def request(
+        self,
+        session: str,
+        payload: Any = None,
+        n_samples: int = 1,
+        arrival: float | None = None,
+        reserve_ms: float = 0.0,
+    ) -> Request:
+        """A Request with a fresh id, arriving now (or at `arrival`, when it reached the
+        router before its body was read), its deadline the session's SLO later, less
+        `reserve_ms` kept back for writing the answer, which the policy does not see."""
+        now = self._clock.now() if arrival is None else arrival
+        r = self.policy.request(next(self._ids), session, now, payload, n_samples)
+        r.deadline -= reserve_ms
+        return r
 
     def submit(self, request: Request) -> asyncio.Future[Outcome]:
         """Queue `request`; the future resolves once, to Answered or Dropped.
