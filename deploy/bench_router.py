@@ -16,12 +16,10 @@ Latencies are the client's (send to last byte). Goodput counts 200s within the S
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -35,6 +33,7 @@ import numpy as np
 import typer
 
 from deploy.loadgen import LoadResult, LoadSpec, run_load
+from deploy.services import Service, spawn
 from exporters.errors import TnxError, UserInputError
 
 SYSTEMS = ("early", "lazy", "none", "triton")
@@ -231,62 +230,32 @@ def triton_override(repo: Path, model: str, batch: int, setup: Setup) -> str:
 # ---- router process -----------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class RouterProc:
-    url: str
-    proc: subprocess.Popen
-    log: Path
-
-
-def start_router(cfg: BenchConfig, drop: str) -> RouterProc:
+def start_router(cfg: BenchConfig, drop: str) -> Service:
     from deploy.fleet import free_port
 
-    port = free_port()
-    log = cfg.out / f"router-{drop}.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "deploy.cli",
+    args = [
         "router",
         "serve",
         "--plan",
         str(cfg.out / "plan.json"),
+        "--fleet",
+        str(cfg.out / "fleet.json"),
+        "--profiles",
+        str(cfg.out / "profiles.json"),
+        "--drop",
+        drop,
     ]
-    cmd += ["--fleet", str(cfg.out / "fleet.json"), "--profiles", str(cfg.out / "profiles.json")]
-    cmd += ["--port", str(port), "--drop", drop]
-    with open(log, "wb") as f:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    router = RouterProc(f"http://127.0.0.1:{port}", proc, log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise TnxError(f"router --drop {drop} exited {proc.returncode} (log: {log})")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{router.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return router
-            if time.monotonic() > deadline:
-                raise TnxError(f"router --drop {drop} not ready within 60 s (log: {log})")
-            time.sleep(0.1)
-    except BaseException:
-        stop_router(router)
-        raise
+    return spawn(
+        f"router --drop {drop}",
+        args,
+        free_port(),
+        "/v2/health/ready",
+        cfg.out / f"router-{drop}.log",
+    )
 
 
-def stop_router(router: RouterProc) -> None:
-    if router.proc.poll() is None:
-        router.proc.terminate()
-    try:
-        router.proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        router.proc.kill()
-        router.proc.wait()
+def stop_router(router: Service) -> None:
+    router.stop(15)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -345,7 +314,7 @@ def run_one(
     setup: Setup,
     body_file: Path,
     headers: dict[str, str],
-    router: RouterProc | None,
+    router: Service | None,
     batch_counts: Callable[[], tuple[float, float]],
 ) -> Row:
     """One load level against one system; `batch_counts()` is (samples, batches) so far."""
@@ -378,7 +347,7 @@ def run_one(
     return row
 
 
-def router_batches(router: RouterProc) -> tuple[float, float]:
+def router_batches(router: Service) -> tuple[float, float]:
     return (
         router_counter(router.url, "tnx_router_batch_size_sum"),
         router_counter(router.url, "tnx_router_batch_size_count"),
@@ -422,7 +391,7 @@ def run_bench(cfg: BenchConfig, log=print) -> tuple[Setup, list[Row]]:
     body_file = cfg.out / "request.bin"
     body_file.write_bytes(body)
     fleet = start_fleet(cfg.servers, repo, cfg.out / "fleet")
-    routers: dict[str, RouterProc] = {}
+    routers: dict[str, Service] = {}
     rows: list[Row] = []
     try:
         for g in fleet.gpus:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from model_repo_tools import nvidia_smi
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,20 +23,9 @@ def gpu_type_name(name: str) -> str:
 
 
 def _gpus() -> list[tuple[str, int]]:
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (subprocess.SubprocessError, OSError):
-        return []
+    out = nvidia_smi.query("--query-gpu=name,memory.total")
     gpus = []
-    for line in out.strip().splitlines():
+    for line in (out or "").strip().splitlines():
         name, _, mib = line.rpartition(",")
         if name and mib.strip().isdigit():
             gpus.append((gpu_type_name(name), int(mib.strip()) * 1024 * 1024))

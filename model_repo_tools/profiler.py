@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from exporters.errors import ServerError, UserInputError
+from model_repo_tools import nvidia_smi
 from model_repo_tools.fleet import FleetGpu
 from model_repo_tools.profiles import BatchPoint, Profile
 from model_repo_tools.triton_client import TritonServer
@@ -87,20 +88,8 @@ def parse_compute_apps(text: str, pids: set[int]) -> int | None:
 
 
 def _nvidia_smi_memory(pgid: int) -> int | None:
-    import shutil
-    import subprocess
-
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (subprocess.SubprocessError, OSError):
+    out = nvidia_smi.query("--query-compute-apps=pid,used_memory")
+    if out is None:
         return None
     used = parse_compute_apps(out, _group_pids(pgid))
     return 0 if used is None else used  # no GPU process in the group: it holds nothing

@@ -119,47 +119,17 @@ def pytest_configure(config) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-@dataclass
-class RouterProcess:
-    url: str
-    proc: object
-    log: Path
-
-
-def _wait_http(url: str, proc, log: Path, timeout_s: float = 60.0) -> None:
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"router exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"router not ready:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture
 def start_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """start_router(plan=..., fleet=..., profiles=..., *extra) → a `tnx router serve` process on a
-    free port, ready; every one started is stopped at teardown (terminate, then kill)."""
-    import subprocess
-    import sys
-
+    """start_router(plan, fleet, profiles, *extra) → a ready `tnx router serve` process on a
+    free port (deploy.services.Service); every one started is stopped at teardown."""
     from deploy.fleet import free_port
+    from deploy.services import spawn
 
-    procs: list[subprocess.Popen] = []
+    started = []
 
-    def start(plan: Path, fleet: Path, profiles: Path, *extra: str) -> RouterProcess:
-        port = free_port()
-        log = tmp_path_factory.mktemp("router") / "router.log"
-        cmd = [
-            sys.executable,
-            "-m",
-            "deploy.cli",
+    def start(plan: Path, fleet: Path, profiles: Path, *extra: str):
+        args = [
             "router",
             "serve",
             "--plan",
@@ -168,32 +138,14 @@ def start_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
             str(fleet),
             "--profiles",
             str(profiles),
-            "--port",
-            str(port),
             *extra,
         ]
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        _wait_http(f"{url}/v2/health/ready", proc, log)
-        return RouterProcess(url, proc, log)
+        log = tmp_path_factory.mktemp("router") / "router.log"
+        started.append(spawn("router", args, free_port(), "/v2/health/ready", log))
+        return started[-1]
 
     try:
         yield start
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except Exception:
-                proc.kill()
-                proc.wait()
+        for service in started:
+            service.stop(15)
