@@ -18,6 +18,8 @@ from control.problem import Demand
 # Consecutive failed attempts after which dissolving stops: each attempt costs a scan
 # of every node per session moved, and later candidates are fuller, so less likely.
 MAX_DISSOLVE_FAILURES = 12
+# On small plans each attempt is cheap: try more of them.
+SMALL_PLAN, SMALL_PLAN_FAILURES = 200, 40
 
 
 def _snapshot(n: Node) -> tuple[dict[str, Piece], float, float, float]:
@@ -84,15 +86,22 @@ def place_rate(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tup
     return 0.0
 
 
+def _fullness(n: Node) -> float:
+    """How hard a node is to empty: its time share plus its memory share."""
+    cap = n.gclass.memory
+    return n.occupancy + (n.mem / cap if math.isfinite(cap) else 0.0)
+
+
 def dissolve(nodes: list[Node]) -> list[Node]:
     """Empty the least occupied nodes into the others' slack while that works."""
     failures = 0
     tried: set[int] = set()
-    while failures < MAX_DISSOLVE_FAILURES:
+    budget = SMALL_PLAN_FAILURES if len(nodes) <= SMALL_PLAN else MAX_DISSOLVE_FAILURES
+    while failures < budget:
         cands = [n for n in nodes if id(n) not in tried]
         if not cands:
             break
-        victim = min(cands, key=lambda n: n.occupancy)
+        victim = min(cands, key=_fullness)
         tried.add(id(victim))
         others = [n for n in nodes if n is not victim]
         slack = sum(n.slack / n.duty for n in others)

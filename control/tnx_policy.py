@@ -96,7 +96,11 @@ def _open(r: Residual) -> Node:
 
 
 def pack(
-    rest: list[Residual], bound: float, squeeze: bool = False, balance: bool = False
+    rest: list[Residual],
+    bound: float,
+    squeeze: bool = False,
+    balance: bool = False,
+    both: bool = False,
 ) -> list[Node]:
     nodes: list[Node] = []
     # Nodes with room for at least the cheapest batch of any load; the rest are closed.
@@ -108,6 +112,7 @@ def pack(
         best_occ = -1.0
         limit = r.occupancy * (1.0 + bound)
         best_duty = 0.0
+        per_byte = 1.0 / d.gclass.memory if both and math.isfinite(d.gclass.memory) else 0.0
         for node in open_:
             if node.gclass is not d.gclass or node.duty - node.load < t.lat[1]:
                 continue
@@ -117,11 +122,11 @@ def pack(
                 # Out of memory, not time: a shorter cycle means smaller batches.
                 sq = _squeeze(node, d, r.rate)
                 if sq is not None:
-                    duty, load = sq
-                    c = (0, load - node.load, 0.0)
+                    duty, load, mem = sq
+                    c = (0, load - node.load, mem - node.mem)
             if c is None or c[1] / duty > limit:
                 continue
-            occ = (node.load + c[1]) / duty
+            occ = (node.load + c[1]) / duty + per_byte * (node.mem + c[2])
             if occ > best_occ:
                 best, best_occ, best_duty = node, occ, duty
         if best is None:
@@ -139,20 +144,20 @@ def pack(
     return nodes
 
 
-def _squeeze(node: Node, d: Demand, rate: float) -> tuple[float, float] | None:
-    """The longest of a few shorter cycles at which `rate` of `d` fits: (duty, Σ l)."""
+def _squeeze(node: Node, d: Demand, rate: float) -> tuple[float, float, float] | None:
+    """The longest of a few shorter cycles at which `rate` of `d` fits: (duty, Σ l, Σ mem)."""
     lo, hi, found = 1, SQUEEZE_STEPS, None
     while lo <= hi:  # fewer steps fit memory worse but time better: bisect
         k = (lo + hi) // 2
         sh = node.shrunk(d, rate, node.duty * SQUEEZE**k)
         if sh is not None:
-            found, hi = (node.duty * SQUEEZE**k, sh[0]), k - 1
+            found, hi = (node.duty * SQUEEZE**k, sh[0], sh[1]), k - 1
         else:
             lo = k + 1
     return found
 
 
-def pack_memory(rest: list[Residual]) -> list[Node]:
+def pack_memory(rest: list[Residual], by_time: bool = False) -> list[Node]:
     """First-fit decreasing by memory, for GPUs whose memory runs out before their time:
     biggest models first, each into the node it leaves fullest in memory, shortening that
     node's cycle (as the paper's merge does) where the newcomer's SLO needs it."""
@@ -160,7 +165,15 @@ def pack_memory(rest: list[Residual]) -> list[Node]:
     open_: list[Node] = []
     least_lat = min((r.demand.table.cumlat[1] for r in rest), default=0.0)
     least_mem = min((min(r.demand.table.mem) for r in rest), default=0.0)
-    for r in sorted(rest, key=lambda r: -r.demand.table.mem[r.batch]):
+
+    def size(r: Residual) -> float:
+        if by_time:
+            cap = r.demand.gclass.memory
+            m = r.demand.table.mem[r.batch] / cap if math.isfinite(cap) else 0.0
+            return -max(r.occupancy, m)
+        return -r.demand.table.mem[r.batch]
+
+    for r in sorted(rest, key=size):
         d = r.demand
         best: Node | None = None
         best_duty, best_fill = 0.0, -1.0
@@ -174,6 +187,10 @@ def pack_memory(rest: list[Residual]) -> list[Node]:
             else:
                 sh = node.shrunk(d, r.rate, duty)
                 fill = None if sh is None else sh[1]
+            if fill is not None and by_time:
+                cap = node.gclass.memory
+                load = node.load + c[1] if duty == node.duty else sh[0]
+                fill = load / duty + (fill / cap if math.isfinite(cap) else 0.0)
             if fill is not None and fill > best_fill:
                 best, best_duty, best_fill = node, duty, fill
         if best is None:
@@ -209,15 +226,24 @@ def trials(rest: list[Residual]) -> list[tuple[list[Residual], float, float, str
     finite = any(math.isfinite(r.demand.gclass.memory) for r in rest)
     mode = "balance" if finite else ""
     out = [(rest, bound, 0.0, mode) for bound in INFLATION_BOUNDS]
+    # Biggest first by the larger of time and memory share, best fit by both.
+    out.append((rest, MEMORY_FIRST, 0.0, "by-time"))
     if memory_pressure(rest) > MEMORY_PRESSURE:
         # Memory, not time, may bound the packing: also pack biggest-first by memory, and
         # try configurations with smaller batches (shorter cycles) that hold less memory.
         out.append((rest, MEMORY_FIRST, 0.0, ""))
+        small = len(rest) <= SQUEEZE_MAX_LOADS
         for w in MEMORY_WEIGHTS:
             rest_w = reweighted(rest, w)
-            out += [(rest_w, b, w, mode) for b in (MEMORY_FIRST, *INFLATION_BOUNDS[1:])]
-            if len(rest) <= SQUEEZE_MAX_LOADS:
-                out += [(rest_w, b, w, "squeeze") for b in INFLATION_BOUNDS[1:]]
+            out.append((rest_w, MEMORY_FIRST, w, mode))
+            if not small:
+                continue  # the rest seldom win on big problems, and would cost seconds
+            for b in INFLATION_BOUNDS[1:]:
+                out.append((rest_w, b, w, mode))
+                # Best fit judged by time and memory together ("+both").
+                out.append((rest_w, b, w, mode + "+both"))
+                out.append((rest_w, b, w, "squeeze"))
+                out.append((rest_w, b, w, "squeeze+both"))
     return out
 
 
@@ -226,9 +252,15 @@ def plan_tnx(demands: list[Demand]) -> list[Node]:
     best: list[Node] | None = None
     for loads, bound, weight, mode in trials(rest):
         if bound == MEMORY_FIRST:
-            nodes = pack_memory(loads)
+            nodes = pack_memory(loads, by_time=mode == "by-time")
         else:
-            nodes = pack(loads, bound, squeeze=mode == "squeeze", balance=mode == "balance")
+            nodes = pack(
+                loads,
+                bound,
+                squeeze=mode.startswith("squeeze"),
+                balance=mode.startswith("balance"),
+                both=mode.endswith("+both"),
+            )
         for n in nodes:
             n.stretch(weight)
         nodes = dissolve(nodes)
