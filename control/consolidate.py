@@ -18,6 +18,9 @@ from control.problem import Demand
 # Consecutive failed attempts after which dissolving stops: each attempt costs a scan
 # of every node per session moved, and later candidates are fuller, so less likely.
 MAX_DISSOLVE_FAILURES = 12
+# Two-step moves (a piece out of the way, then the newcomer in): how many pieces to try
+# moving, and on plans of at most how many nodes (each try scans every node).
+EJECT_TRIES, EJECT_MAX_NODES = 6, 150
 # On small plans each attempt is cheap: try more of them.
 SMALL_PLAN, SMALL_PLAN_FAILURES = 200, 40
 
@@ -53,6 +56,41 @@ def _add_shrinking(d: Demand, rate: float, nodes: list[Node], touched: dict[int,
     return best.add_shrunk(d, rate, longest)
 
 
+def _eject(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple]) -> bool:
+    """Put all of `rate` on a node after moving one of that node's pieces, whole, to
+    another node: a two-step move for when GPUs are full (memory, mostly)."""
+    tries = 0
+    for n in nodes:
+        if n.slack <= 0 and n.mem <= 0:
+            continue
+        for q in list(n.pieces.values()):
+            if q.demand.id == d.id:
+                continue
+            # Would `d` fit once `q` is gone? Checked on the node itself, then undone.
+            snap = _snapshot(n)
+            n.remove(q.demand.id)
+            fits = n.cost(d, rate) is not None
+            _restore(n, snap)
+            if not fits:
+                continue
+            tries += 1
+            host = None
+            for m in nodes:
+                if m is not n and m.cost(q.demand, q.rate) is not None:
+                    host = m
+                    break
+            if host is not None:
+                _touch(touched, n)
+                _touch(touched, host)
+                n.remove(q.demand.id)
+                host.add(q.demand, q.rate)
+                n.add(d, rate)
+                return True
+            if tries >= EJECT_TRIES:
+                return False
+    return False
+
+
 def place_rate(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple]) -> float:
     """Put `rate` of `d` into the nodes' slack, whole where it fits, else split; returns
     what is left over. `touched` collects snapshots of the nodes it changes."""
@@ -69,6 +107,8 @@ def place_rate(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tup
             best.add(d, rate)
             return 0.0
         if _add_shrinking(d, rate, same, touched):
+            return 0.0
+        if len(same) <= EJECT_MAX_NODES and _eject(d, rate, same, touched):
             return 0.0
         # No node takes it whole: fill the node that can take the most, and go on.
         cap, host = 0.0, None
