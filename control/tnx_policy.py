@@ -34,6 +34,9 @@ MEMORY_WEIGHTS = (0.5, 1.0)
 SQUEEZE, SQUEEZE_STEPS = 0.85, 6
 # Squeezing costs a re-batch of every full node per load: only on problems this small.
 SQUEEZE_MAX_LOADS = 800
+# Splitting loads whose cycle the largest batch cuts short: at most this many parts,
+# until each part's longest cycle reaches this share of its SLO (less a batch).
+SPLIT_MAX, SPLIT_REACH = 4, (0.5,)
 MEMORY_FIRST = -1.0  # a trial "bound" that selects pack_memory
 # Above this ratio of memory to time (both in GPUs), memory-saving trials run too.
 MEMORY_PRESSURE = 0.9
@@ -82,6 +85,32 @@ def reweighted(rest: list[Residual], mem_weight: float) -> list[Residual]:
             continue
         b, duty = alone
         out.append(Residual(d, r.rate, duty, t.lat[b] / duty, r.longest, b))
+    return out
+
+
+def split_capped(rest: list[Residual], reach: float) -> list[Residual]:
+    """Loads whose cycle is cut short by the largest profiled batch, not by their SLO,
+    split into up to SPLIT_MAX equal parts whose cycles reach `reach` of the SLO.
+
+    A short cycle costs every other session on the node a batch per cycle: halving
+    such a load's rate on each of two nodes doubles both nodes' cycles.
+    """
+    out: list[Residual] = []
+    for r in rest:
+        d, t = r.demand, r.demand.table
+        cap = d.gclass.memory
+        want = reach * (d.slo - t.lat[t.max_batch])
+        k = 1
+        while k < SPLIT_MAX and t.max_duty(r.rate / k, d.slo, cap) < want:
+            k += 1
+        part = r.rate / k
+        alone = t.alone(part, d.slo, cap) if k > 1 else None
+        if alone is None:
+            out.append(r)
+            continue
+        b, duty = alone
+        res = Residual(d, part, duty, t.lat[b] / duty, t.max_duty(part, d.slo, cap), b)
+        out += [res] * k  # the packers never mutate a Residual
     return out
 
 
@@ -228,6 +257,10 @@ def trials(rest: list[Residual]) -> list[tuple[list[Residual], float, float, str
     out = [(rest, bound, 0.0, mode) for bound in INFLATION_BOUNDS]
     # Biggest first by the larger of time and memory share, best fit by both.
     out.append((rest, MEMORY_FIRST, 0.0, "by-time"))
+    for reach in SPLIT_REACH:
+        split = split_capped(rest, reach)
+        if len(split) > len(rest):
+            out += [(split, bound, 0.0, mode) for bound in INFLATION_BOUNDS[1:]]
     if memory_pressure(rest) > MEMORY_PRESSURE:
         # Memory, not time, may bound the packing: also pack biggest-first by memory, and
         # try configurations with smaller batches (shorter cycles) that hold less memory.
