@@ -18,12 +18,12 @@ What it changes from the paper's greedy merge, and why:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from control.consolidate import dissolve
 from control.nexus_paper import plan_nexus, saturate
 from control.nodes import Node, Piece
-from control.problem import Demand
+from control.problem import Demand, GpuClass
 
 # Occupancy inflation tolerated when a load joins a node with a shorter cycle than its
 # own: 0 keeps SLO classes apart, inf packs wherever it fits.
@@ -37,6 +37,9 @@ SQUEEZE_MAX_LOADS = 800
 # Splitting loads whose cycle the largest batch cuts short: at most this many parts,
 # until each part's longest cycle reaches this share of its SLO (less a batch).
 SPLIT_MAX, SPLIT_REACH = 4, (0.5,)
+# With several GPU types, problems of at most this many demands try every trial with
+# all sessions on one type; bigger ones only the trial that won with sessions spread.
+RETARGET_ALL_TRIALS = 300
 MEMORY_FIRST = -1.0  # a trial "bound" that selects pack_memory
 # Above this ratio of memory to time (both in GPUs), memory-saving trials run too.
 MEMORY_PRESSURE = 0.9
@@ -169,7 +172,7 @@ def pack(
         if balance:
             best.balance()
         if best.slack < least:
-            open_.remove(best)
+            _drop(open_, best)
     return nodes
 
 
@@ -184,6 +187,14 @@ def _squeeze(node: Node, d: Demand, rate: float) -> tuple[float, float, float] |
         else:
             lo = k + 1
     return found
+
+
+def _drop(nodes: list[Node], node: Node) -> None:
+    """list.remove by identity (Node's dataclass __eq__ compares fields: slow)."""
+    for i in range(len(nodes) - 1, -1, -1):
+        if nodes[i] is node:
+            del nodes[i]
+            return
 
 
 def pack_memory(rest: list[Residual], by_time: bool = False) -> list[Node]:
@@ -231,7 +242,7 @@ def pack_memory(rest: list[Residual], by_time: bool = False) -> list[Node]:
         else:
             best.add_shrunk(d, r.rate, best_duty)
         if best.slack < least_lat or best.gclass.memory - best.mem < least_mem:
-            open_.remove(best)
+            _drop(open_, best)
     return nodes
 
 
@@ -254,19 +265,25 @@ def trials(rest: list[Residual]) -> list[tuple[list[Residual], float, float, str
     """
     finite = any(math.isfinite(r.demand.gclass.memory) for r in rest)
     mode = "balance" if finite else ""
-    out = [(rest, bound, 0.0, mode) for bound in INFLATION_BOUNDS]
+    pressure = memory_pressure(rest) > MEMORY_PRESSURE
+    small = len(rest) <= SQUEEZE_MAX_LOADS
+    # The tightest bound seldom wins where memory binds on big problems.
+    bounds = INFLATION_BOUNDS if small or not pressure else INFLATION_BOUNDS[1:]
+    out = [(rest, bound, 0.0, mode) for bound in bounds]
     # Biggest first by the larger of time and memory share, best fit by both.
     out.append((rest, MEMORY_FIRST, 0.0, "by-time"))
     for reach in SPLIT_REACH:
         split = split_capped(rest, reach)
         if len(split) > len(rest):
             out += [(split, bound, 0.0, mode) for bound in INFLATION_BOUNDS[1:]]
-    if memory_pressure(rest) > MEMORY_PRESSURE:
+    if pressure:
         # Memory, not time, may bound the packing: also pack biggest-first by memory, and
         # try configurations with smaller batches (shorter cycles) that hold less memory.
-        out.append((rest, MEMORY_FIRST, 0.0, ""))
-        small = len(rest) <= SQUEEZE_MAX_LOADS
+        if small:
+            out.append((rest, MEMORY_FIRST, 0.0, ""))
         for w in MEMORY_WEIGHTS:
+            if not small and w != MEMORY_WEIGHTS[-1]:
+                continue
             rest_w = reweighted(rest, w)
             out.append((rest_w, MEMORY_FIRST, w, mode))
             if not small:
@@ -280,10 +297,49 @@ def trials(rest: list[Residual]) -> list[tuple[list[Residual], float, float, str
     return out
 
 
+def retarget(demands: list[Demand], gclass: GpuClass) -> list[Demand]:
+    """The demands moved to `gclass` wherever it can serve them (the original class
+    becomes an alternative)."""
+    out = []
+    for d in demands:
+        alt = next((a for a in d.alts if a.gclass is gclass), None)
+        if d.gclass is gclass or alt is None:
+            out.append(d)
+            continue
+        others = tuple(a for a in d.alts if a is not alt)
+        out.append(replace(alt, alts=(replace(d, alts=()), *others)))
+    return out
+
+
 def plan_tnx(demands: list[Demand]) -> list[Node]:
+    ours, won = _plan(demands)
+    classes = {id(d.gclass): d.gclass for d in demands}
+    if len(classes) > 1 and any(math.isfinite(c.memory) for c in classes.values()):
+        # With several GPU types and memory that binds, sessions of different models
+        # may share a GPU only on the same type: also try everything on one type.
+        for c in classes.values():
+            moved = retarget(demands, c)
+            if any(m is not d for m, d in zip(moved, demands, strict=True)):
+                # On big problems only the trial that won above, to bound the time.
+                alt, _ = _plan(moved, None if len(demands) <= RETARGET_ALL_TRIALS else won)
+                if _score(alt) < _score(ours):
+                    ours = alt
+    # The paper's plan, after the same dissolving, is a candidate too: so this policy
+    # never uses more GPUs than `nexus-paper`.
+    paper = dissolve(plan_nexus(demands))
+    return ours if _score(ours) <= _score(paper) else paper
+
+
+def _plan(demands: list[Demand], only: tuple | None = None) -> tuple[list[Node], tuple | None]:
+    """Saturated nodes plus the best packing of the residual loads over `trials`, and
+    the winning trial's key (restrict to it with `only`)."""
     full, rest = residuals(demands)
     best: list[Node] | None = None
+    won = None
     for loads, bound, weight, mode in trials(rest):
+        key = (bound, weight, mode, len(loads) != len(rest))
+        if only is not None and key != only:
+            continue
         if bound == MEMORY_FIRST:
             nodes = pack_memory(loads, by_time=mode == "by-time")
         else:
@@ -298,12 +354,10 @@ def plan_tnx(demands: list[Demand]) -> list[Node]:
             n.stretch(weight)
         nodes = dissolve(nodes)
         if best is None or _score(nodes) < _score(best):
-            best = nodes
-    ours = full + (best or [])
-    # The paper's plan, after the same dissolving, is a candidate too: so this policy
-    # never uses more GPUs than `nexus-paper`.
-    paper = dissolve(plan_nexus(demands))
-    return ours if _score(ours) <= _score(paper) else paper
+            best, won = nodes, key
+    if best is None:  # `only` named a trial these loads do not get: take them all
+        return _plan(demands)
+    return full + best, won
 
 
 def _score(nodes: list[Node]) -> tuple[int, float]:
