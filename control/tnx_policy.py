@@ -17,6 +17,7 @@ What it changes from the paper's greedy merge, and why:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 
@@ -39,7 +40,8 @@ SQUEEZE_MAX_LOADS = 800
 SPLIT_MAX, SPLIT_REACH = 4, (0.5,)
 # With several GPU types, problems of at most this many demands try every trial with
 # all sessions on one type; bigger ones only the trial that won with sessions spread.
-RETARGET_ALL_TRIALS = 300
+RETARGET_ALL_TRIALS = 120
+RETARGET_RATIOS, RETARGET_RATIOS_UPTO = (math.inf, 1.2, 2.0), 1000
 MEMORY_FIRST = -1.0  # a trial "bound" that selects pack_memory
 # Above this ratio of memory to time (both in GPUs), memory-saving trials run too.
 MEMORY_PRESSURE = 0.9
@@ -297,13 +299,18 @@ def trials(rest: list[Residual]) -> list[tuple[list[Residual], float, float, str
     return out
 
 
-def retarget(demands: list[Demand], gclass: GpuClass) -> list[Demand]:
-    """The demands moved to `gclass` wherever it can serve them (the original class
-    becomes an alternative)."""
+def retarget(demands: list[Demand], gclass: GpuClass, ratio: float = math.inf) -> list[Demand]:
+    """The demands moved to `gclass` wherever it can serve them at most `ratio` times
+    their need where they are (the original class becomes an alternative)."""
     out = []
     for d in demands:
         alt = next((a for a in d.alts if a.gclass is gclass), None)
         if d.gclass is gclass or alt is None:
+            out.append(d)
+            continue
+        if math.isfinite(ratio) and alt.table.need(d.rate, d.slo) > ratio * d.table.need(
+            d.rate, d.slo
+        ):
             out.append(d)
             continue
         others = tuple(a for a in d.alts if a is not alt)
@@ -317,11 +324,15 @@ def plan_tnx(demands: list[Demand]) -> list[Node]:
     if len(classes) > 1 and any(math.isfinite(c.memory) for c in classes.values()):
         # With several GPU types and memory that binds, sessions of different models
         # may share a GPU only on the same type: also try everything on one type.
-        for c in classes.values():
-            moved = retarget(demands, c)
+        # Sessions move where their need grows at most by a ratio; on big problems
+        # only all of them, and only with the trial that won above, to bound the time.
+        small = len(demands) <= RETARGET_ALL_TRIALS
+        for c, ratio in itertools.product(
+            classes.values(), RETARGET_RATIOS if small else [math.inf]
+        ):
+            moved = retarget(demands, c, ratio)
             if any(m is not d for m, d in zip(moved, demands, strict=True)):
-                # On big problems only the trial that won above, to bound the time.
-                alt, _ = _plan(moved, None if len(demands) <= RETARGET_ALL_TRIALS else won)
+                alt, _ = _plan(moved, None if small else won)
                 if _score(alt) < _score(ours):
                     ours = alt
     # The paper's plan, after the same dissolving, is a candidate too: so this policy
