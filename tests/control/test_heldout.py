@@ -57,6 +57,44 @@ def test_at_least_ten_percent_fewer_in_total(results):
     assert ours <= 0.9 * paper, (ours, paper)
 
 
+# A second held-out set: other seeds, 5 to 8 models, SLO ranges from tight to loose,
+# GPUs from 2.5 GB (memory binds) to unbounded, 30 to 150 sessions, one or two types.
+VARIETY_SEEDS = (21, 22, 23, 24)
+VARIETY = (
+    (math.inf, (10, 60), 150),
+    (8e9, (50, 200), 150),
+    (2.5e9, (10, 200), 100),
+    (6e9, (20, 100), 30),
+)
+
+
+@pytest.fixture(scope="module")
+def variety():
+    out = []
+    for seed in VARIETY_SEEDS:
+        types = ("ga", "gb") if seed % 3 == 0 else ("ga",)
+        ps = synthetic_profiles(seed, 5 + seed % 4, types)
+        models = sorted({p.model for p in ps.profiles})
+        for memory, slo, n in VARIETY:
+            sessions = zipf_sessions(models, n, seed * 7, slo_ms=slo, rate=(2, 3000))
+            classes = [GpuClass(t, memory) for t in types]
+            row = {}
+            for policy in ("tnx", "nexus-paper"):
+                s = schedule(sessions, ps.curves(), classes, policy)
+                errs = validate_plan(s.plan, sessions, ps.curves(), default_memory=memory)
+                assert errs == [], (seed, memory, policy, errs[:3])
+                row[policy] = s.gpus
+            out.append(row)
+    return out
+
+
+def test_variety_never_more_and_ten_percent_fewer(variety):
+    assert all(r["tnx"] <= r["nexus-paper"] for r in variety), variety
+    ours = sum(r["tnx"] for r in variety)
+    paper = sum(r["nexus-paper"] for r in variety)
+    assert ours <= 0.9 * paper, (ours, paper)
+
+
 def test_real_h200_profiles_at_2000_sessions_beat_the_paper():
     from control.cli import DEFAULT_PROFILES
     from control.problem import pool
