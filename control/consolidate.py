@@ -21,6 +21,8 @@ MAX_DISSOLVE_FAILURES = 12
 # Two-step moves (a piece out of the way, then the newcomer in): how many pieces to try
 # moving, and on plans of at most how many nodes (each try scans every node).
 EJECT_TRIES, EJECT_MAX_NODES = 6, 150
+# Shortening a node's cycle to make memory room: factor per step, and steps.
+SQUEEZE, SQUEEZE_STEPS = 0.8, 5
 # On small plans each attempt is cheap: try more of them.
 SMALL_PLAN, SMALL_PLAN_FAILURES = 200, 40
 
@@ -91,6 +93,31 @@ def _eject(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple])
     return False
 
 
+def _squeeze_in(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple]) -> bool:
+    """Put all of `rate` on a node out of memory rather than time, after shortening its
+    cycle (smaller batches hold less memory): the node that stays least occupied."""
+    mt = d.table.mem[1]
+    best: Node | None = None
+    best_duty, best_load = 0.0, math.inf
+    for n in nodes:
+        if n.mem + mt <= n.gclass.memory or n.slack < d.table.lat[1]:
+            continue  # not memory that keeps `d` out
+        duty = n.duty
+        for _ in range(SQUEEZE_STEPS):
+            duty *= SQUEEZE
+            sh = n.shrunk(d, rate, duty)
+            if sh is not None:
+                if sh[0] / duty < best_load:
+                    best, best_duty, best_load = n, duty, sh[0] / duty
+                break
+            if n.load > duty:
+                break
+    if best is None:
+        return False
+    _touch(touched, best)
+    return best.add_shrunk(d, rate, best_duty)
+
+
 def place_rate(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple]) -> float:
     """Put `rate` of `d` into the nodes' slack, whole where it fits, else split; returns
     what is left over. `touched` collects snapshots of the nodes it changes."""
@@ -109,6 +136,8 @@ def place_rate(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tup
         if _add_shrinking(d, rate, same, touched):
             return 0.0
         if len(same) <= EJECT_MAX_NODES and _eject(d, rate, same, touched):
+            return 0.0
+        if len(same) <= EJECT_MAX_NODES and _squeeze_in(d, rate, same, touched):
             return 0.0
         # No node takes it whole: fill the node that can take the most, and go on.
         cap, host = 0.0, None
