@@ -333,7 +333,9 @@ def plan_tnx(demands: list[Demand]) -> list[Node]:
             moved = retarget(demands, c, ratio)
             if any(m is not d for m, d in zip(moved, demands, strict=True)):
                 alt, _ = _plan(moved, None if small else won)
-                if _score(alt) < _score(ours):
+                # Only for a GPU saved, and only where re-planning from this plan can
+                # rebuild every allocation (the least batch that holds its arrivals).
+                if len(alt) < len(ours) and _rebuildable(alt):
                     ours = alt
     # The paper's plan, after the same dissolving, is a candidate too: so this policy
     # never uses more GPUs than `nexus-paper`.
@@ -369,6 +371,14 @@ def _plan(demands: list[Demand], only: tuple | None = None) -> tuple[list[Node],
     if best is None:  # `only` named a trial these loads do not get: take them all
         return _plan(demands)
     return full + best, won
+
+
+def _rebuildable(nodes: list[Node]) -> bool:
+    return all(
+        p.batch == p.demand.table.batch_for(p.rate, n.duty)
+        for n in nodes
+        for p in n.pieces.values()
+    )
 
 
 def _score(nodes: list[Node]) -> tuple[int, float]:
