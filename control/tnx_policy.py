@@ -9,8 +9,14 @@ What it changes from the paper's greedy merge, and why:
   bounds are tried and the plan with the fewest GPUs wins.
 - Where memory rather than time runs out, loads are also packed biggest-first by
   memory, with batch sizes chosen to hold less memory (a weighted cost).
+- Loads are also packed biggest-first by the larger of their time and memory shares,
+  with best fit judged on both; and loads whose cycle the largest profiled batch cuts
+  short are split into parts with longer cycles (each node's cycle is its tightest).
 - Cycles are then stretched as far as the SLOs allow (bigger batches, lower cost),
   and the emptiest nodes are dissolved into the others' slack (control.consolidate).
+- With several GPU types and memory that binds, sessions of different models share a
+  GPU only on the same type: the plan with sessions moved to one type (all that it can
+  serve, or those whose need grows at most 1.2x or 2x) is taken where it saves a GPU.
 - The paper's plan, after the same dissolving, is a candidate too, so this policy
   never uses more GPUs than `nexus-paper`.
 """
