@@ -163,11 +163,12 @@ def _fullness(n: Node) -> float:
     return n.occupancy + (n.mem / cap if math.isfinite(cap) else 0.0)
 
 
-def dissolve(nodes: list[Node]) -> list[Node]:
+def dissolve(nodes: list[Node], budget: int | None = None) -> list[Node]:
     """Empty the least occupied nodes into the others' slack while that works."""
     failures = 0
     tried: set[int] = set()
-    budget = SMALL_PLAN_FAILURES if len(nodes) <= SMALL_PLAN else MAX_DISSOLVE_FAILURES
+    if budget is None:
+        budget = SMALL_PLAN_FAILURES if len(nodes) <= SMALL_PLAN else MAX_DISSOLVE_FAILURES
     while failures < budget:
         cands = [n for n in nodes if id(n) not in tried]
         if not cands:

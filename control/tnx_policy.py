@@ -48,6 +48,9 @@ SPLIT_MAX, SPLIT_REACH = 4, (0.5,)
 # all sessions on one type; bigger ones only the trial that won with sessions spread.
 RETARGET_ALL_TRIALS = 120
 RETARGET_RATIOS, RETARGET_RATIOS_UPTO = (math.inf, 1.2, 2.0), 1000
+# Plans of at most this many nodes (besides the saturated ones) get a last, fuller
+# round of dissolving, stopping after this many failed tries.
+POLISH_MAX_NODES, POLISH_FAILURES = 200, 400
 MEMORY_FIRST = -1.0  # a trial "bound" that selects pack_memory
 # Above this ratio of memory to time (both in GPUs), memory-saving trials run too.
 MEMORY_PRESSURE = 0.9
@@ -376,6 +379,10 @@ def _plan(demands: list[Demand], only: tuple | None = None) -> tuple[list[Node],
             best, won = nodes, key
     if best is None:  # `only` named a trial these loads do not get: take them all
         return _plan(demands)
+    if len(best) <= POLISH_MAX_NODES:
+        # The winner, once more: try to empty each of its nodes, not only the
+        # emptiest few (each try costs a scan of the nodes per piece moved).
+        best = dissolve(best, budget=POLISH_FAILURES)
     return full + best, won
 
 
