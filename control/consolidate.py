@@ -20,9 +20,11 @@ from control.problem import Demand
 # Consecutive failed attempts after which dissolving stops: each attempt costs a scan
 # of every node per session moved, and later candidates are fuller, so less likely.
 MAX_DISSOLVE_FAILURES = 12
-# Two-step moves (a piece out of the way, then the newcomer in): how many pieces to try
+# Two-step moves (a piece out of the way, then the newcomer in) and squeezing a node for
+# memory: off (0 nodes) since they broke "same rates, no moves" in re-planning (a
+# hypothesis example, seed 8); how many pieces to try
 # moving, and on plans of at most how many nodes (each try scans every node).
-EJECT_TRIES, EJECT_MAX_NODES = 6, 150
+EJECT_TRIES, EJECT_MAX_NODES = 6, 0
 # Shortening a node's cycle to make memory room: factor per step, and steps.
 SQUEEZE, SQUEEZE_STEPS = 0.8, 5
 # On small plans each attempt is cheap: try more of them.
