@@ -4,9 +4,9 @@ Bin packing leaves partly empty nodes. Taking the emptiest node, its sessions ar
 moved into other nodes' slack: whole where one node takes it, else by shortening a
 node's cycle as the paper's merge does, else split across several nodes (a
 session's rate may be served by several GPUs); then, on another GPU type that can
-serve it. On small plans, two more moves: moving one of a node's pieces to another
-node to make room, and shortening a node's cycle where memory, not time, keeps a
-piece out. If all of it fits, the node is gone; if not, every change is undone.
+serve it. (Two more moves, moving a piece out of the way and shortening a node's
+cycle for memory, are written but off: see EJECT_MAX_NODES.) If all of it fits,
+the node is gone; if not, every change is undone.
 Incremental re-planning uses the same moves to absorb grown rates.
 """
 
