@@ -149,3 +149,16 @@ def start_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     finally:
         for service in started:
             service.stop(15)
+
+
+def _hypothesis_profiles() -> None:
+    # CI runs a fixed set of examples (CI=true there): a property test's verdict then
+    # depends on the code alone. Locally every run explores new examples.
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, print_blob=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+
+
+_hypothesis_profiles()
