@@ -40,7 +40,8 @@ class DemoSession:
 
 
 SESSIONS = [
-    DemoSession("classify", "backbone_classifier", 300.0, 25.0, step=3.0),
+    # classify's rate is set from its measured profile (see _stepped_rate).
+    DemoSession("classify", "backbone_classifier", 300.0, 0.0, step=3.0),
     DemoSession("embed", "backbone_embedder", 250.0, 10.0),
     DemoSession("score", "tiny_mlp", 100.0, 40.0),
 ]
@@ -116,6 +117,23 @@ def _check_servers(fleet, modules, console) -> None:
                 table.add_row(name, gpu.id, "4", f"{err:.1e}")
                 server.unload(name)
     console.print(table)
+
+
+def _stepped_rate(profile, session: DemoSession, share: float = 0.4) -> float:
+    """A rate that one server carries, and whose `step`-fold one server does not.
+
+    One server's capacity for the session is its best throughput at a batch that
+    runs within half the SLO (Nexus's saturated batch); the session starts at
+    `share` of it, so the step takes it to share × step (1.2) servers' worth."""
+    from model_repo_tools.profiles import LatencyCurve
+
+    curve = LatencyCurve.from_profile(profile)
+    capacity = max(
+        1000.0 * b / curve.latency(b)
+        for b in range(1, curve.max_batch + 1)
+        if 2 * curve.latency(b) <= session.slo_ms
+    )
+    return round(share * capacity, 1)
 
 
 def _plan_table(title: str, plan: dict):
@@ -276,6 +294,10 @@ def demo(
         for p in profiles:
             pts = ", ".join(f"b{q.batch}={q.latency_ms:.1f}" for q in p.batches)
             console.print(f"profile {p.model} ({p.gpu_type}): {pts} ms")
+        classify = SESSIONS[0]
+        classify.rate = _stepped_rate(
+            next(p for p in profiles if p.model == classify.model), classify
+        )
         workload = {
             "sessions": [
                 {"id": s.id, "model": s.model, "slo_ms": s.slo_ms, "rate": s.rate} for s in SESSIONS
