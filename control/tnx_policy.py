@@ -138,6 +138,21 @@ def _open(r: Residual) -> Node:
     return node
 
 
+def _place(
+    r: Residual, best: Node | None, duty: float, nodes: list[Node], open_: list[Node]
+) -> Node:
+    """Put `r` on `best` at cycle `duty` (shrinking it if need be), or on a new node."""
+    if best is None:
+        best = _open(r)
+        nodes.append(best)
+        open_.append(best)
+    elif duty == best.duty:
+        best.add(r.demand, r.rate)
+    else:
+        best.add_shrunk(r.demand, r.rate, duty)
+    return best
+
+
 def pack(
     rest: list[Residual],
     bound: float,
@@ -172,14 +187,7 @@ def pack(
             occ = (node.load + c[1]) / duty + per_byte * (node.mem + c[2])
             if occ > best_occ:
                 best, best_occ, best_duty = node, occ, duty
-        if best is None:
-            best = _open(r)
-            nodes.append(best)
-            open_.append(best)
-        elif best_duty == best.duty:
-            best.add(d, r.rate)
-        else:
-            best.add_shrunk(d, r.rate, best_duty)
+        best = _place(r, best, best_duty, nodes, open_)
         if balance:
             best.balance()
         if best.slack < least:
@@ -244,14 +252,7 @@ def pack_memory(rest: list[Residual], by_time: bool = False) -> list[Node]:
                 fill = load / duty + (fill / cap if math.isfinite(cap) else 0.0)
             if fill is not None and fill > best_fill:
                 best, best_duty, best_fill = node, duty, fill
-        if best is None:
-            best = _open(r)
-            nodes.append(best)
-            open_.append(best)
-        elif best_duty == best.duty:
-            best.add(d, r.rate)
-        else:
-            best.add_shrunk(d, r.rate, best_duty)
+        best = _place(r, best, best_duty, nodes, open_)
         if best.slack < least_lat or best.gclass.memory - best.mem < least_mem:
             _drop(open_, best)
     return nodes
