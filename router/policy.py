@@ -24,6 +24,17 @@ Decisions worth knowing:
   Between dispatches a timer drops a head that could no longer finish even
   alone on the fastest up GPU, so a doomed request is answered at once.
   `lazy` drops only what has expired; `none` never drops for time.
+- **Refused at the door** (`early`): an arrival is refused at once when the
+  queue ahead of it already holds more than its session's GPUs can serve
+  before its deadline (a fluid estimate: queued samples over the samples per
+  ms its up GPUs serve, each at its planned batch, sharing its round with the
+  other sessions that have work). The HTTP layer asks `admit` before reading
+  the body, so under overload the cheapest answer is the 503, and what is
+  admitted is served in time instead of being dropped at the head later.
+- **Probes.** When the latency model says even a fresh request cannot make
+  its deadline, the session still sends one real batch every `probe_ms` (if
+  the raw profile says it could be on time), so the model keeps seeing real
+  batch times and a stale belief cannot lock the session out.
 - **Failure.** A failed batch marks its GPU down; its requests go back to
   their session's queue if another up GPU could still finish them in time,
   else they are dropped `server_down`. Sessions left without an up GPU drop
@@ -64,6 +75,8 @@ from router.types import (
 # whatever the float rounding of deadline - l + l; otherwise it would re-arm
 # for the same instant forever.
 _EPS = 1e-6
+# `_refusal`'s answer for an arrival that looks hopeless but goes out as a probe.
+PROBE = "probe"
 
 
 @dataclass(slots=True)
@@ -73,7 +86,9 @@ class _Session:
     slo: float
     gpus: list[str]
     max_samples: int  # the largest request every GPU of the session can run alone
+    batches: dict[str, int] = field(default_factory=dict)  # gpu -> planned batch
     queue: EdfQueue = field(default_factory=EdfQueue)
+    last_dispatch: float = -math.inf
 
 
 @dataclass(slots=True)
@@ -109,11 +124,13 @@ class BatchPolicy:
         drop: DropMode = "early",
         alpha: float = 0.2,
         spread: float = 2.0,
+        probe_ms: float = 250.0,
     ) -> None:
         if drop not in DROP_MODES:
             raise ValueError(f"drop must be one of {DROP_MODES}, got {drop!r}")
         self.mode: DropMode = drop
         self.latency = LatencyModel(curves, alpha=alpha, spread=spread)
+        self.probe_ms = probe_ms
         self._sessions, self._gpus = self._build(plan)
         # Down marks, in-flight batches and latency corrections outlive plan switches.
         self._down: set[str] = set()
@@ -163,6 +180,16 @@ class BatchPolicy:
         slo = self.slo(session)
         return Request(id, session, now, now + (slo or 0.0), n_samples, payload)
 
+    def admit(self, now: float, session: str, deadline: float, n_samples: int = 1) -> str | None:
+        """Why a request for `session` with `deadline` would be refused if it arrived now
+        (a drop reason), or None. Pure: the HTTP layer asks before reading the body."""
+        if self._closed:
+            return SHUTTING_DOWN
+        s = self._sessions.get(session)
+        if s is None:
+            return NO_SESSION
+        return self._refusal(now, s, deadline, n_samples)
+
     # ---- events ---------------------------------------------------------------------
 
     def arrival(self, now: float, request: Request) -> list[Action]:
@@ -173,12 +200,11 @@ class BatchPolicy:
         s = self._sessions.get(request.session)
         if s is None:
             return [Drop(request, NO_SESSION)]
-        best = self._fastest(s, request.n_samples)
-        if best is None:
-            up = any(g not in self._down for g in s.gpus)
-            return [Drop(request, NO_SERVER if not up else TOO_LARGE)]
-        if self._hopeless(now, request, best):
-            return [Drop(request, self._late_reason(now, request))]
+        reason = self._refusal(now, s, request.deadline, request.n_samples)
+        if reason == PROBE:
+            return [self._probe(now, s, request)]
+        if reason is not None:
+            return [Drop(request, reason)]
         s.queue.push(request)
         out: list[Action] = []
         for gid in s.gpus:
@@ -186,7 +212,7 @@ class BatchPolicy:
         # Only this session's head can have moved earlier, so a full recompute is
         # needed only when its queue was empty (the new request is the head).
         if s.queue and s.queue.head() is request:
-            t = self._doom_time(s)
+            t = self._doom_time(s, now)
             if t is not None and (self._wake is None or t < self._wake):
                 self._wake = t
                 out.append(WakeAt(t))
@@ -206,7 +232,7 @@ class BatchPolicy:
         d = f.dispatch
         out: list[Action] = []
         if status == "ok":
-            self.latency.observe(gpu, f.gpu_type, d.model, d.n_samples, now - f.started)
+            self.latency.observe(gpu, f.gpu_type, d.model, d.n_samples, now - f.started, now)
         elif status == "rejected":
             out.extend(Drop(r, REJECTED) for r in d.requests)
         elif status == "failed":
@@ -299,15 +325,12 @@ class BatchPolicy:
                 s.max_samples = min(s.max_samples, curve.max_batch)
                 if gp.gpu not in s.gpus:
                     s.gpus.append(gp.gpu)
+                    s.batches[gp.gpu] = a.batch
                     allocs.append((a.session, a.batch))
             gpus[gp.gpu] = _Gpu(gp.gpu, gp.gpu_type, gp.duty_cycle_ms, allocs)
         return sessions, gpus
 
-    def _estimate(self, gid: str, model: str, samples: int) -> float:
-        g = self._gpus[gid]
-        return self.latency.estimate(gid, g.gpu_type, model, samples)
-
-    def _fastest(self, s: _Session, samples: int) -> float | None:
+    def _fastest(self, s: _Session, samples: int, now: float) -> float | None:
         """Smallest corrected l(samples) over the session's up GPUs; None if none can."""
         best: float | None = None
         if samples > s.max_samples:
@@ -315,10 +338,72 @@ class BatchPolicy:
         for gid in s.gpus:
             if gid in self._down:
                 continue
-            est = self._estimate(gid, s.model, samples)
+            est = self.latency.estimate(gid, self._gpus[gid].gpu_type, s.model, samples, now)
             if best is None or est < best:
                 best = est
         return best
+
+    def _refusal(self, now: float, s: _Session, deadline: float, samples: int) -> str | None:
+        """Why an arrival to `s` is refused (a drop reason, or PROBE: hopeless, but send it
+        as a probe), or None to queue it."""
+        best = self._fastest(s, samples, now)
+        if best is None:
+            up = any(g not in self._down for g in s.gpus)
+            return NO_SERVER if not up else TOO_LARGE
+        if self.mode == "lazy":
+            return EXPIRED if deadline <= now else None
+        if self.mode == "none":
+            return None
+        if now + best > deadline - _EPS:
+            if deadline > now and self._probe_gpu(now, s, deadline, samples) is not None:
+                return PROBE
+            return EXPIRED if deadline <= now else DEADLINE
+        if s.queue and now + self._backlog_ms(now, s, samples) > deadline:
+            return DEADLINE
+        return None
+
+    def _backlog_ms(self, now: float, s: _Session, samples: int) -> float:
+        """Predicted time until a request of `samples` joining the back of `s`'s queue is
+        answered: the queue ahead served at the rate the session's up GPUs give it, then its
+        own batch on the fastest of them."""
+        rate = 0.0  # samples per ms
+        finish = math.inf
+        ahead = s.queue.samples
+        for gid in s.gpus:
+            if gid in self._down:
+                continue
+            g = self._gpus[gid]
+            b = s.batches[gid]
+            round_ms = 0.0
+            for sid, sb in g.sessions:
+                if sid == s.id or self._sessions[sid].queue:
+                    other = self._sessions[sid].model
+                    round_ms += self.latency.estimate(gid, g.gpu_type, other, sb, now)
+            rate += b / max(round_ms, 1e-3)
+            own = min(b, ahead + samples)
+            finish = min(finish, self.latency.estimate(gid, g.gpu_type, s.model, own, now))
+        return ahead / rate + finish if rate > 0 else math.inf
+
+    def _probe_gpu(self, now: float, s: _Session, deadline: float, samples: int) -> str | None:
+        """An idle up GPU to probe `s` on now, if a probe is due and the raw profile says the
+        request could still be on time there; else None."""
+        if now - s.last_dispatch < self.probe_ms:
+            return None
+        for gid in s.gpus:
+            if gid in self._down or gid in self._busy:
+                continue
+            curve = self.latency.curve(s.model, self._gpus[gid].gpu_type)
+            if curve is not None and now + curve.latency(samples) <= deadline:
+                return gid
+        return None
+
+    def _probe(self, now: float, s: _Session, r: Request) -> Dispatch:
+        gid = self._probe_gpu(now, s, r.deadline, r.n_samples)
+        assert gid is not None
+        g = self._gpus[gid]
+        g.served.add(s.id)
+        est = self.latency.estimate(gid, g.gpu_type, s.model, r.n_samples, now)
+        return self._start(now, g, s, (r,), r.n_samples, est)
 
     def _hopeless(self, now: float, r: Request, fastest: float) -> bool:
         """Whether `r` must be dropped now under the drop mode, at best latency `fastest`."""
@@ -332,14 +417,14 @@ class BatchPolicy:
     def _late_reason(now: float, r: Request) -> str:
         return EXPIRED if r.deadline <= now else DEADLINE
 
-    def _doom_time(self, s: _Session) -> float | None:
+    def _doom_time(self, s: _Session, now: float) -> float | None:
         """When the head of `s` becomes hopeless (None: never, or empty)."""
         if not s.queue or self.mode == "none":
             return None
         head = s.queue.head()
         if self.mode == "lazy":
             return head.deadline
-        best = self._fastest(s, head.n_samples)
+        best = self._fastest(s, head.n_samples, now)
         return None if best is None else head.deadline - best
 
     def _rehome(self, now: float, r: Request, model: str, reason: str, out: list[Action]) -> None:
@@ -353,7 +438,7 @@ class BatchPolicy:
         if s is None:
             out.append(Drop(r, NO_SESSION))
             return
-        best = self._fastest(s, r.n_samples)
+        best = self._fastest(s, r.n_samples, now)
         if best is None or self._hopeless(now, r, best):
             out.append(Drop(r, reason))
             return
@@ -377,7 +462,7 @@ class BatchPolicy:
                 continue
             while s.queue:
                 head = s.queue.head()
-                best = self._fastest(s, head.n_samples)
+                best = self._fastest(s, head.n_samples, now)
                 if best is None:
                     out.append(Drop(s.queue.pop(), TOO_LARGE))
                 elif self._hopeless(now, head, best):
@@ -387,7 +472,7 @@ class BatchPolicy:
         for gid in self._gpus:
             self._dispatch_on(now, gid, out)
         wake = min(
-            (t for s in self._sessions.values() if (t := self._doom_time(s)) is not None),
+            (t for s in self._sessions.values() if (t := self._doom_time(s, now)) is not None),
             default=None,
         )
         if wake is not None and wake != self._wake:
@@ -430,21 +515,32 @@ class BatchPolicy:
             if curve is None or samples > curve.max_batch:
                 out.append(Drop(q.pop(), TOO_LARGE))
                 continue
-            est = self.latency.estimate(g.id, g.gpu_type, s.model, samples)
+            est = self.latency.estimate(g.id, g.gpu_type, s.model, samples, now)
             if self.mode == "early" and now + est > head.deadline:
                 out.append(Drop(q.pop(), self._late_reason(now, head)))
                 continue
             if self.mode == "lazy" and head.deadline <= now:
                 out.append(Drop(q.pop(), EXPIRED))
                 continue
-            requests = q.take(n)
-            bid = self._next_batch
-            self._next_batch += 1
-            d = Dispatch(g.id, s.id, s.model, requests, bid, samples, est)
-            self._busy[g.id] = bid
-            self._inflight[bid] = _InFlight(d, g.gpu_type, now)
-            return d
+            return self._start(now, g, s, q.take(n), samples, est)
         return None
+
+    def _start(
+        self,
+        now: float,
+        g: _Gpu,
+        s: _Session,
+        requests: tuple[Request, ...],
+        samples: int,
+        est: float,
+    ) -> Dispatch:
+        bid = self._next_batch
+        self._next_batch += 1
+        d = Dispatch(g.id, s.id, s.model, requests, bid, samples, est)
+        self._busy[g.id] = bid
+        self._inflight[bid] = _InFlight(d, g.gpu_type, now)
+        s.last_dispatch = now
+        return d
 
 
 def drops_by_reason(actions: Iterable[Action]) -> dict[str, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from exporters.errors import UserInputError
@@ -200,28 +202,28 @@ def test_observed_batch_times_correct_the_estimate() -> None:
     p.arrival(0.0, p.request(0, "s", 0.0))
     acts = p.batch_done(10.0, "g0", 0)  # l(1) profiled 5, observed 10
     assert not acts
-    assert p.latency.ratio("g0", "m") == pytest.approx(2.0)
+    c = p.latency.correction("g0", "m", 10.0)
+    # One batch size seen: the 5 ms difference is read as fixed overhead, not as a scale.
+    assert (c.scale, c.overhead_ms, c.sigma_ms, c.weight) == pytest.approx((1.0, 5.0, 0.0, 1.0))
     # Now a lone request needs 10 ms: SLO 30 still fits, but a deadline 9 ms away does not.
     assert drops_by_reason(p.arrival(20.0, Request("x", "s", 20.0, 29.0))) == {"deadline": 1}
     (d,) = dispatches(p.arrival(20.0, Request("y", "s", 20.0, 31.0)))
-    assert d.expected_ms == pytest.approx(10.0)
+    # The correction fades with the age of its evidence (10 ms of the 2 s decay here).
+    assert d.expected_ms == pytest.approx(5.0 + 5.0 * math.exp(-10.0 / 2000.0))
 
 
-def test_correction_is_an_ewma() -> None:
-    p = one_gpu_policy(batch=4, slo=1000.0)
-    now = 0.0
-    for bid, observed in enumerate([10.0, 5.0, 5.0]):
-        p.arrival(now, p.request(bid, "s", now))
-        now += observed
-        p.batch_done(now, "g0", bid)
-    # first observation 2.0, then 2 + 0.2(1-2) = 1.8, then 1.8 + 0.2(1-1.8) = 1.64
-    assert p.latency.ratio("g0", "m") == pytest.approx(1.64)
-    # deviation 0, then 0.2 |1-2| = 0.2, then 0.2 + 0.2 (|1-1.8| - 0.2) = 0.32; the
-    # estimates use mean + 2 deviations, to plan for a noisy server's usual worst
-    assert p.latency.factor("g0", "m") == pytest.approx(1.64 + 2 * 0.32)
-    assert dispatches(p.arrival(now, p.request(9, "s", now)))[0].expected_ms == pytest.approx(
-        5.0 * 2.28
-    )
+def test_lockout_is_impossible_a_hopeless_session_still_probes() -> None:
+    p = one_gpu_policy(batch=4, slo=30.0)
+    p.arrival(0.0, p.request(0, "s", 0.0))
+    p.batch_done(100.0, "g0", 0)  # observed 100 ms for a profiled 5: nothing fits a 30 ms SLO
+    assert drops_by_reason(p.arrival(101.0, p.request(1, "s", 101.0))) == {"deadline": 1}
+    # A probe is due once probe_ms has passed since the last dispatch: it goes out anyway...
+    (probe,) = dispatches(p.arrival(300.0, p.request(2, "s", 300.0)))
+    assert ids(probe) == [2]
+    # ...and when it comes back fast, the model believes it at once.
+    p.batch_done(305.0, "g0", probe.batch_id)
+    (d,) = dispatches(p.arrival(306.0, p.request(3, "s", 306.0)))
+    assert d.expected_ms == pytest.approx(5.0)
 
 
 # ---- failures ----------------------------------------------------------------------------
