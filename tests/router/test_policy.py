@@ -226,6 +226,25 @@ def test_lockout_is_impossible_a_hopeless_session_still_probes() -> None:
     assert d.expected_ms == pytest.approx(5.0)
 
 
+def test_a_request_the_queue_ahead_would_make_late_is_refused_at_the_door() -> None:
+    p = one_gpu_policy(batch=4, slo=50.0)  # l(4) = 8 ms: the queue drains 0.5 samples/ms
+    assert p.admit(0.0, "s", 50.0) is None
+    _fill(p, 1 + 21)  # one in flight, 21 queued: 21 / 0.5 + l(4) = 50 ms, just in time
+    assert p.admit(0.0, "s", 50.0) is None
+    assert drops_by_reason(p.arrival(0.0, p.request(22, "s", 0.0))) == {}
+    # 22 queued now: the next one would be answered at 52 ms, past its 50 ms deadline.
+    assert p.admit(0.0, "s", 50.0) == "deadline"
+    assert drops_by_reason(p.arrival(0.0, p.request(23, "s", 0.0))) == {"deadline": 1}
+    assert p.admit(0.0, "nope", 50.0) == "no_session"
+
+
+def test_door_refusal_is_only_for_early_drop() -> None:
+    for mode in ("lazy", "none"):
+        p = one_gpu_policy(batch=4, slo=50.0, drop=mode)  # type: ignore[arg-type]
+        _fill(p, 40)
+        assert p.admit(0.0, "s", 50.0) is None
+
+
 # ---- failures ----------------------------------------------------------------------------
 
 
