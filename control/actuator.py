@@ -81,6 +81,7 @@ def effective_plan(plan: Plan, failed: Mapping[tuple[str, str], str]) -> Plan:
                         session=a.session,
                         rate=a.rate,
                         reason=f"load of {a.model} on {g.gpu} failed: {why}",
+                        model=a.model,
                     )
                 )
         if keep:

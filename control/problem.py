@@ -126,5 +126,5 @@ def resolve(
             continue
         if not reasons:
             reasons.append(f"no profile for model {s.model} on gpu type {', '.join(types)}")
-        prob.unplaced.append(Unplaced(session=s.id, rate=s.rate, reason=reasons[0]))
+        prob.unplaced.append(Unplaced(session=s.id, rate=s.rate, reason=reasons[0], model=s.model))
     return prob

@@ -144,13 +144,23 @@ def fit_fleet(
         left = [Session(id=d.id, model=d.model, slo_ms=d.slo, rate=r) for d, r in over.values()]
         prob = resolve(left, tables, open_classes)
         short += [
-            Unplaced(session=u.session, rate=u.rate, reason=f"fleet full; elsewhere: {u.reason}")
+            Unplaced(
+                session=u.session,
+                rate=u.rate,
+                reason=f"fleet full; elsewhere: {u.reason}",
+                model=u.model,
+            )
             for u in prob.unplaced
         ]
         pending = fn(prob.demands)
     for d, r in over.values():
         short.append(
-            Unplaced(session=d.id, rate=r, reason=f"fleet full: no free {d.gclass.gpu_type} GPU")
+            Unplaced(
+                session=d.id,
+                rate=r,
+                reason=f"fleet full: no free {d.gclass.gpu_type} GPU",
+                model=d.model,
+            )
         )
     return kept, short
 

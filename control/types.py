@@ -100,6 +100,7 @@ class Unplaced(BaseModel):
     session: str
     rate: float = Field(ge=0)
     reason: str
+    model: str | None = None  # so a router can say "known, not placed now" (503, not 404)
 
 
 class Plan(BaseModel):
