@@ -188,7 +188,8 @@ class BatchPolicy:
         s = self._sessions.get(session)
         if s is None:
             return NO_SESSION
-        return self._refusal(now, s, deadline, n_samples)
+        reason = self._refusal(now, s, deadline, n_samples)
+        return None if reason == PROBE else reason
 
     # ---- events ---------------------------------------------------------------------
 

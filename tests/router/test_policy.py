@@ -217,6 +217,8 @@ def test_lockout_is_impossible_a_hopeless_session_still_probes() -> None:
     p.arrival(0.0, p.request(0, "s", 0.0))
     p.batch_done(100.0, "g0", 0)  # observed 100 ms for a profiled 5: nothing fits a 30 ms SLO
     assert drops_by_reason(p.arrival(101.0, p.request(1, "s", 101.0))) == {"deadline": 1}
+    assert p.admit(101.0, "s", 131.0) == "deadline"
+    assert p.admit(300.0, "s", 330.0) is None  # a probe is due: the door lets it in
     # A probe is due once probe_ms has passed since the last dispatch: it goes out anyway...
     (probe,) = dispatches(p.arrival(300.0, p.request(2, "s", 300.0)))
     assert ids(probe) == [2]
