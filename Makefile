@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tnx-installed
 
-.PHONY: demo test lint setup clean bench
+.PHONY: demo test lint setup clean bench bench-tools bench-router
 
 setup: $(STAMP)
 
@@ -29,6 +29,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/tnx bench plan
+
+# NVIDIA's perf_analyzer (from the tritonclient 2.45.0 wheel) for `tnx bench router`.
+bench-tools: $(STAMP)
+	$(BIN)/python -m bench.tools
+
+bench-router: bench-tools
+	$(BIN)/tnx bench router --out bench-out/router
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

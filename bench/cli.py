@@ -1,0 +1,27 @@
+"""The bench package's commands, mounted under `tnx bench` by the CLI root (deploy/cli.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def tools(
+    cache: Path = typer.Option(
+        None, "--cache", help="Install folder (default $TNX_TOOLS_DIR or ~/.cache/tnx/tools)."
+    ),
+) -> None:
+    """Install NVIDIA's perf_analyzer (from the tritonclient 2.45.0 wheel) and its libraries."""
+    from bench.tools import install_perf_analyzer
+
+    install_perf_analyzer(cache, log=typer.echo)
+
+
+def mount(bench_app: typer.Typer) -> None:
+    from bench.router import bench_router
+
+    bench_app.command(
+        "router", help="Router vs Triton direct under k6 load: latency, goodput, recovery."
+    )(bench_router)
+    bench_app.command("tools", help="Install perf_analyzer for `tnx bench router`.")(tools)
