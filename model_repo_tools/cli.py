@@ -68,8 +68,15 @@ def profile(
     repo: Path = typer.Option(..., "--repo", help="The servers' model repository."),
     model: list[str] = typer.Option([], "--model", help="Models to profile (default: all)."),
     batches: str = typer.Option("1,2,4,8,16,32", "--batches"),
-    runs: int = typer.Option(20, "--runs", help="Timed runs per batch size."),
-    percentile: float = typer.Option(90.0, "--percentile", help="Latency percentile recorded."),
+    runs: int = typer.Option(5, "--runs", help="Timed runs of each batch size per round."),
+    percentile: float = typer.Option(
+        50.0, "--percentile", help="Latency percentile recorded as l(b) (50: the median)."
+    ),
+    tolerance: float = typer.Option(
+        0.01, "--tolerance", help="Stable when no size's statistic moves more than this, relative."
+    ),
+    max_rounds: int = typer.Option(200, "--max-rounds", help="Most rounds per model."),
+    budget: float = typer.Option(30.0, "--budget", help="Most seconds of rounds per model."),
     out: Path = typer.Option(Path("profiles.json"), "--out"),
 ) -> None:
     """Measure latency per batch size and memory of each model on a live server."""
@@ -77,7 +84,7 @@ def profile(
 
     from exporters.errors import UserInputError
     from model_repo_tools.fleet import Fleet
-    from model_repo_tools.profiler import ProfileSettings, profile_fleet
+    from model_repo_tools.profiler import ProfileSettings, StabilityRule, measure_fleet
     from model_repo_tools.profiles import ProfileSet
 
     try:
@@ -86,6 +93,10 @@ def profile(
         raise UserInputError(f"--batches {batches!r}: expected sizes like 1,2,4,8") from None
     if not sizes or sizes[0] < 1:
         raise UserInputError(f"--batches {batches!r}: sizes must be positive")
+    if runs < 1 or max_rounds < 1 or budget <= 0:
+        raise UserInputError("--runs, --max-rounds and --budget must be positive")
+    if not 0 < percentile < 100 or tolerance <= 0:
+        raise UserInputError("--percentile must lie in (0, 100) and --tolerance be positive")
     fl = Fleet.load(fleet)
     if not fl.gpus:
         raise UserInputError(f"{fleet}: no servers in the fleet")
@@ -102,17 +113,45 @@ def profile(
             f"model {missing[0]!r} is not in the repository {repo} "
             f"(it has {', '.join(available) or 'no models'})"
         )
-    settings = ProfileSettings(batches=sizes, runs=runs, percentile=percentile)
+    settings = ProfileSettings(
+        batches=sizes,
+        runs=runs,
+        percentile=percentile,
+        stability=StabilityRule(tolerance=tolerance),
+        max_rounds=max_rounds,
+        budget_s=budget,
+    )
     console = Console(stderr=True)
+    runs_done = []
     with console.status("profiling") as status:
-        profiles = profile_fleet(
+        for run in measure_fleet(
             fl.gpus,
             model or available,
             settings,
             progress=lambda msg: status.update(f"profiling {msg}"),
+        ):
+            runs_done.append(run)
+    ProfileSet(profiles=[r.profile for r in runs_done]).save(out)
+    statistic = "median" if percentile == 50 else f"p{percentile:g}"
+    for r in runs_done:
+        p = r.profile
+        verdict = (
+            f"stable after {r.rounds} rounds"
+            if r.stable
+            else f"NOT stable after {r.rounds} rounds (budget spent; re-run on a quieter machine)"
         )
-    ProfileSet(profiles=profiles).save(out)
-    for p in profiles:
-        pts = ", ".join(f"b{q.batch}={q.latency_ms:.2f}ms" for q in p.batches)
-        typer.echo(f"{p.model} on {p.gpu_type}: {pts}; holds {p.weights_bytes / 1e6:.1f} MB")
+        typer.echo(
+            f"{p.model} on {p.gpu_type}: {statistic} of one batch, {verdict}, "
+            f"{r.elapsed_s:.1f} s; holds {p.weights_bytes / 1e6:.1f} MB"
+        )
+        typer.echo(
+            f"  {'batch':>5}  {'l(b) ms':>8}  {'measured':>8}  {'p10-p90 ms':>15}  "
+            f"{'n':>5}  {'memory MB':>9}"
+        )
+        for q in p.batches:
+            typer.echo(
+                f"  {q.batch:>5}  {q.latency_ms:>8.3f}  {r.measured_ms[q.batch]:>8.3f}  "
+                f"{f'{q.p10_ms:.3f}-{q.p90_ms:.3f}':>15}  {q.samples:>5}  "
+                f"{q.memory_bytes / 1e6:>9.1f}"
+            )
     typer.echo(f"wrote {out}")

@@ -1,24 +1,38 @@
 """Profiling a model on a live Triton server: latency per batch size and the memory it holds.
 
-A search fed by measurements (as Triton Model Analyzer does): per batch size, a
-few warm-up runs, then timed runs of one gRPC `infer` each; the recorded
-latency is a high percentile (p90 by default), not the best run, because the
-scheduler plans against it and the router's deadlines depend on it. Memory is
-Triton's `memory_usage` statistics where the backend reports it, else on a GPU
-server the GPU memory of the server's processes (nvidia-smi's compute apps), or the
-GPU's used memory from Triton's metrics (`nv_gpu_memory_used_bytes`), else
-the resident memory of the server's process group (Python-backend stubs are
-separate processes) — each measured as growth from before the model was loaded.
+A search fed by measurements (as Triton Model Analyzer does). Per batch size, a
+warm-up; then rounds: each round times `runs` gRPC `infer` calls of every batch
+size, the sizes interleaved (alternating ascending and descending order), so that
+a noisy second of a shared machine falls on every size rather than on one. The
+rounds go on until each size's statistic, over all its samples so far, has moved
+by less than a tolerance in each of the last rounds (`is_stable`), or a round or
+time budget is spent.
+
+The statistic is the median by default: l(b) is what the scheduler adds up into a
+duty cycle (DESIGN.md, Σ l(b_s) ≤ d), a batch's usual time, and the median is the
+quantile that settles fastest under noise; the p10 and p90 go beside it as the
+spread. The measured statistics are then fitted non-decreasing in b by isotonic
+regression (pool adjacent violators, the L2-closest non-decreasing sequence), so
+that a noisy size cannot make a bigger batch look cheaper; memory(b) is made
+non-decreasing by a running maximum, which never lowers a measurement.
+
+Memory is Triton's `memory_usage` statistics where the backend reports it, else
+on a GPU server the GPU memory of the server's processes (nvidia-smi's compute
+apps), or the GPU's used memory from Triton's metrics (`nv_gpu_memory_used_bytes`),
+else the resident memory of the server's process group (Python-backend stubs are
+separate processes) — each measured as growth from before the model was loaded,
+after each size's warm-up.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,13 +56,139 @@ _NP = {
 }
 
 
+@dataclass(slots=True, frozen=True)
+class StabilityRule:
+    """When the rounds have measured enough: every size's statistic moved by at most
+    max(tolerance × its last value, floor_ms) in each of the last `patience` rounds,
+    and at least `min_rounds` rounds ran."""
+
+    tolerance: float = 0.01
+    floor_ms: float = 0.01  # below it a move is timer and loopback jitter, not a change
+    patience: int = 3  # one quiet round can be luck; three in a row rarely are
+    min_rounds: int = 5
+
+
 @dataclass(slots=True)
 class ProfileSettings:
     batches: tuple[int, ...] = DEFAULT_BATCHES
     warmup: int = 10
     warmup_s: float = 0.3  # onnxruntime and the stub settle on a new shape over several runs
-    runs: int = 20
-    percentile: float = 90.0
+    runs: int = 5  # timed runs of each batch size in one round
+    percentile: float = 50.0  # the statistic recorded as l(b); 50: the median
+    stability: StabilityRule = field(default_factory=StabilityRule)
+    min_s: float = 1.0  # rounds go on at least this long, so one noisy second is not all
+    max_rounds: int = 200
+    budget_s: float = 30.0  # per model, for the rounds after warm-up
+
+
+# --- pure: round order, stability rule, monotone fits, the recorded rows -------------
+
+
+def round_order(sizes: Sequence[int], index: int) -> tuple[int, ...]:
+    """Batch sizes in the order round `index` times them: ascending, then descending, …,
+    so that no size is always first after a pause or always last."""
+    return tuple(sizes) if index % 2 == 0 else tuple(reversed(sizes))
+
+
+def statistic(samples: Sequence[float], percentile: float) -> float:
+    return float(np.percentile(samples, percentile))
+
+
+def is_stable(history: Sequence[Mapping[int, float]], rule: StabilityRule) -> bool:
+    """`history[i]`: batch size → statistic over all samples after round i."""
+    if len(history) < max(rule.min_rounds, rule.patience + 1):
+        return False
+    recent = history[-(rule.patience + 1) :]
+    return all(
+        abs(now[b] - before[b]) <= max(rule.tolerance * before[b], rule.floor_ms)
+        for before, now in itertools.pairwise(recent)
+        for b in now
+    )
+
+
+def isotonic(values: Sequence[float], weights: Sequence[float] | None = None) -> list[float]:
+    """The non-decreasing sequence closest to `values` in (weighted) least squares:
+    pool adjacent violators, each pool taking its weighted mean."""
+    pools: list[tuple[float, float, int]] = []  # (mean, weight, how many values)
+    for y, w in zip(values, weights if weights is not None else [1.0] * len(values), strict=True):
+        mean, weight, count = float(y), float(w), 1
+        while pools and pools[-1][0] > mean:
+            m, pw, n = pools.pop()
+            mean = (m * pw + mean * weight) / (pw + weight)
+            weight, count = pw + weight, n + count
+        pools.append((mean, weight, count))
+    return [mean for mean, _, count in pools for _ in range(count)]
+
+
+def running_max(values: Iterable[int]) -> list[int]:
+    """The least non-decreasing sequence that is nowhere below `values`: a size is not
+    given less memory than a smaller size was seen to need."""
+    return list(itertools.accumulate(values, max))
+
+
+@dataclass(slots=True, frozen=True)
+class Fitted:
+    points: list[BatchPoint]
+    measured_ms: dict[int, float]  # the statistic per size before the monotone fit
+
+
+def fit_points(
+    samples: Mapping[int, Sequence[float]], memory: Mapping[int, int], percentile: float
+) -> Fitted:
+    """Batch rows from each size's samples (ms) and the memory held after its warm-up."""
+    sizes = sorted(samples)
+    measured = {b: statistic(samples[b], percentile) for b in sizes}
+    latency = isotonic([measured[b] for b in sizes], [len(samples[b]) for b in sizes])
+    held = running_max(max(0, int(memory[b])) for b in sizes)
+    points = [
+        BatchPoint(
+            batch=b,
+            latency_ms=round(lat, 4),
+            memory_bytes=mem,
+            p10_ms=round(statistic(samples[b], 10), 4),
+            p90_ms=round(statistic(samples[b], 90), 4),
+            samples=len(samples[b]),
+        )
+        for b, lat, mem in zip(sizes, latency, held, strict=True)
+    ]
+    return Fitted(points, measured)
+
+
+# --- the rounds: timing through an injected call and clock ---------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Measurement:
+    samples: dict[int, list[float]]  # batch size → ms of each timed call
+    rounds: int
+    stable: bool
+    elapsed_s: float
+
+
+def measure_rounds(
+    run_once: Callable[[int], float],
+    sizes: Sequence[int],
+    settings: ProfileSettings,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Measurement:
+    """Time `run_once(batch) -> ms` in interleaved rounds until stable (and `min_s` spent)
+    or out of rounds or time."""
+    samples: dict[int, list[float]] = {b: [] for b in sizes}
+    history: list[dict[int, float]] = []
+    start = clock()
+    stable = False
+    for index in range(settings.max_rounds):
+        for b in round_order(sizes, index):
+            samples[b].extend(run_once(b) for _ in range(settings.runs))
+        history.append({b: statistic(samples[b], settings.percentile) for b in sizes})
+        stable = is_stable(history, settings.stability)
+        elapsed = clock() - start
+        if (stable and elapsed >= settings.min_s) or elapsed >= settings.budget_s:
+            break
+    return Measurement(samples, len(history), stable, clock() - start)
+
+
+# --- memory probes ---------------------------------------------------------------------
 
 
 def _group_rss(pid: int) -> int:
@@ -160,13 +300,34 @@ def _inputs(config: dict, batch: int, rng: np.random.Generator) -> dict[str, np.
     return out
 
 
-def profile_model(
+def _warm_up(
+    infer: Callable[[], object], settings: ProfileSettings, clock: Callable[[], float]
+) -> None:
+    warm_until = clock() + settings.warmup_s
+    for i in itertools.count():
+        if i >= settings.warmup and clock() >= warm_until:
+            return
+        infer()
+
+
+@dataclass(slots=True, frozen=True)
+class ProfileRun:
+    """A profile with how it was measured: `measured_ms` before the monotone fit."""
+
+    profile: Profile
+    measured_ms: dict[int, float]
+    rounds: int
+    stable: bool
+    elapsed_s: float
+
+
+def measure_model(
     server: TritonServer,
     gpu: FleetGpu,
     model: str,
     settings: ProfileSettings = ProfileSettings(),
     progress: Callable[[str], None] = lambda _: None,
-) -> Profile:
+) -> ProfileRun:
     """Measure `model` on `gpu`'s server; load it first (and unload it after) if needed."""
     names = {m["name"] for m in server.repository_index()}
     if model not in names:
@@ -188,47 +349,69 @@ def profile_model(
         if max_batch == 0:
             batches = [1]
         rng = np.random.default_rng(0)
-        points = []
-        for b in batches:
-            progress(f"{model} batch {b}")
-            feed = _inputs(config, b, rng)
-            warm_until = time.perf_counter() + settings.warmup_s
-            for i in itertools.count():
-                if i >= settings.warmup and time.perf_counter() >= warm_until:
-                    break
-                server.infer(model, feed)
-            times = []
-            for _ in range(settings.runs):
-                t0 = time.perf_counter()
-                server.infer(model, feed)
-                times.append((time.perf_counter() - t0) * 1000.0)
+        feeds = {b: _inputs(config, b, rng) for b in batches}
+        memory = {}
+        for b in batches:  # ascending, so each size's memory includes what smaller ones held
+            progress(f"{model} warm-up batch {b}")
+            _warm_up(functools.partial(server.infer, model, feeds[b]), settings, time.perf_counter)
             now = probe()
-            held = (now - before) if (before is not None and now is not None) else weights
-            points.append(
-                BatchPoint(
-                    batch=b,
-                    latency_ms=round(float(np.percentile(times, settings.percentile)), 4),
-                    memory_bytes=max(0, int(held)),
-                )
-            )
+            memory[b] = (now - before) if (before is not None and now is not None) else weights
+
+        def run_once(b: int) -> float:
+            t0 = time.perf_counter()
+            server.infer(model, feeds[b])
+            return (time.perf_counter() - t0) * 1000.0
+
+        progress(f"{model} rounds over batches {', '.join(map(str, batches))}")
+        measured = measure_rounds(run_once, batches, settings)
+        fitted = fit_points(measured.samples, memory, settings.percentile)
+        points = fitted.points
         reported = _reported_memory(server.statistics(model))
         if reported:
             weights = reported
             points = [
-                BatchPoint(
-                    batch=p.batch,
-                    latency_ms=p.latency_ms,
-                    memory_bytes=max(p.memory_bytes, reported),
-                )
-                for p in points
+                p.model_copy(update={"memory_bytes": max(p.memory_bytes, reported)}) for p in points
             ]
     finally:
         if loaded_here:
             with contextlib.suppress(ServerError):
                 server.unload(model)
-    return Profile(
+    profile = Profile(
         model=model, gpu_type=gpu.gpu_type, weights_bytes=max(0, int(weights)), batches=points
     )
+    return ProfileRun(
+        profile, fitted.measured_ms, measured.rounds, measured.stable, measured.elapsed_s
+    )
+
+
+def profile_model(
+    server: TritonServer,
+    gpu: FleetGpu,
+    model: str,
+    settings: ProfileSettings = ProfileSettings(),
+    progress: Callable[[str], None] = lambda _: None,
+) -> Profile:
+    """Measure `model` on `gpu`'s server; load it first (and unload it after) if needed."""
+    return measure_model(server, gpu, model, settings, progress).profile
+
+
+def measure_fleet(
+    gpus: Iterable[FleetGpu],
+    models: list[str],
+    settings: ProfileSettings = ProfileSettings(),
+    progress: Callable[[str], None] = lambda _: None,
+) -> Iterator[ProfileRun]:
+    """One profile per (model, gpu type), measured on the first server of each type."""
+    by_type: dict[str, FleetGpu] = {}
+    for g in gpus:
+        by_type.setdefault(g.gpu_type, g)
+    for gpu_type, gpu in by_type.items():
+        with TritonServer(gpu.server) as server:
+            if not server.is_live():
+                raise ServerError(f"{gpu.server} ({gpu.id}): server is down")
+            for model in models:
+                progress(f"{gpu_type} {model}")
+                yield measure_model(server, gpu, model, settings, progress)
 
 
 def profile_fleet(
@@ -238,15 +421,4 @@ def profile_fleet(
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[Profile]:
     """One profile per (model, gpu type), measured on the first server of each type."""
-    by_type: dict[str, FleetGpu] = {}
-    for g in gpus:
-        by_type.setdefault(g.gpu_type, g)
-    profiles = []
-    for gpu_type, gpu in by_type.items():
-        with TritonServer(gpu.server) as server:
-            if not server.is_live():
-                raise ServerError(f"{gpu.server} ({gpu.id}): server is down")
-            for model in models:
-                progress(f"{gpu_type} {model}")
-                profiles.append(profile_model(server, gpu, model, settings, progress))
-    return profiles
+    return [run.profile for run in measure_fleet(gpus, models, settings, progress)]

@@ -1,7 +1,10 @@
 """Batch-latency profiles (`profiles.json`) and the latency function l(b) of DESIGN.md.
 
 l(b) is linear between listed batch sizes, l(smallest) below the smallest, and
-undefined above the largest; memory(b) follows the same rule.
+undefined above the largest; memory(b) follows the same rule. A batch row may
+also carry how its latency was measured (`p10_ms`, `p90_ms`, `samples`): optional,
+written only when known, so files without them load as before and readers that
+plan on `latency_ms` alone need not look at them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ class BatchPoint(BaseModel):
     batch: int = Field(ge=1)
     latency_ms: float = Field(gt=0)
     memory_bytes: int = Field(default=0, ge=0)
+    # The spread of the measured samples behind latency_ms (which is a fitted statistic).
+    p10_ms: float | None = Field(default=None, ge=0)
+    p90_ms: float | None = Field(default=None, ge=0)
+    samples: int | None = Field(default=None, ge=1)
 
 
 class Profile(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
@@ -11,7 +12,12 @@ import numpy as np
 import pytest
 
 from exporters.errors import ServerError, UserInputError
-from model_repo_tools.profiler import ProfileSettings, profile_fleet, profile_model
+from model_repo_tools.profiler import (
+    ProfileSettings,
+    measure_model,
+    profile_fleet,
+    profile_model,
+)
 from model_repo_tools.profiles import ProfileSet
 from model_repo_tools.triton_client import TritonServer
 
@@ -43,15 +49,15 @@ def test_profile_latencies_within_30_percent_of_tritonclient(fleet) -> None:
         server.load("backbone_classifier")
         try:
             # Each size profiled, then measured directly, back to back, so that the noise
-            # of a shared machine drifts as little as possible between the two. The median
-            # here, to compare like with like; tnx records p90 by default (checked below).
-            # A shared machine's noise can swing one pair; a systematic error cannot pass
-            # three pairs in a row, so each size gets up to three tries.
+            # of a shared machine drifts as little as possible between the two; both take
+            # the median (tnx's l(b) by default). A shared machine's noise can swing one
+            # pair; a systematic error cannot pass three pairs in a row, so each size gets
+            # up to three tries.
             points = []
             for b in BATCHES:
-                settings = ProfileSettings(batches=(b,), runs=30, percentile=50.0)
                 tries = []
                 for _ in range(3):
+                    settings = ProfileSettings(batches=(b,))
                     [point] = profile_model(server, gpu, "backbone_classifier", settings).batches
                     direct = _direct(server, b)
                     tries.append((point.latency_ms, direct))
@@ -60,11 +66,21 @@ def test_profile_latencies_within_30_percent_of_tritonclient(fleet) -> None:
                 else:
                     raise AssertionError(f"batch {b}: (profiled, direct) ms = {tries}")
                 points.append(point)
-            p90 = profile_model(server, gpu, "backbone_classifier", ProfileSettings(batches=(64,)))
+            # All sizes in one profile: interleaved rounds, a monotone fit.
+            run = measure_model(
+                server, gpu, "backbone_classifier", ProfileSettings(batches=BATCHES)
+            )
         finally:
             server.unload("backbone_classifier")
     assert points[-1].latency_ms > points[0].latency_ms
-    assert p90.batches[0].latency_ms >= 0.9 * points[-1].latency_ms
+    for p in points:  # one size: no fit, the median itself, inside its own spread
+        assert p.p10_ms <= p.latency_ms <= p.p90_ms and p.samples >= 5 * 5
+    rows = run.profile.batches
+    assert [p.batch for p in rows] == list(BATCHES) and run.rounds >= 5
+    assert all(a.latency_ms <= b.latency_ms for a, b in itertools.pairwise(rows))
+    assert all(a.memory_bytes <= b.memory_bytes for a, b in itertools.pairwise(rows))
+    assert set(run.measured_ms) == set(BATCHES)
+    assert all(p.samples == run.rounds * 5 for p in rows)
 
 
 def test_profile_errors(fleet, tmp_path: Path, model_repo: Path) -> None:
@@ -106,3 +122,10 @@ def test_profile_errors(fleet, tmp_path: Path, model_repo: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     [p] = ProfileSet.load(out).profiles
     assert p.model == "tiny_mlp" and [b.batch for b in p.batches] == [1, 4]
+    assert p.batches[0].latency_ms <= p.batches[1].latency_ms
+    assert p.batches[0].memory_bytes <= p.batches[1].memory_bytes
+    assert p.batches[0].samples == p.batches[1].samples >= 5 * 5
+    # The table: a row per size with its fitted l(b), the measured median, spread and count.
+    assert "p10-p90 ms" in proc.stdout and "median of one batch" in proc.stdout, proc.stdout
+    row = next(ln.split() for ln in proc.stdout.splitlines() if ln.split()[:1] == ["4"])
+    assert len(row) == 6 and int(row[4]) == p.batches[1].samples
