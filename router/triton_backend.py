@@ -10,6 +10,8 @@ request's fault and leaves the GPU up; anything else marks it down.
 from __future__ import annotations
 
 import asyncio
+import copy
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +23,9 @@ from router.driver import BatchRejectedError
 from router.types import Request
 
 _REJECT_STATUSES = {"StatusCode.INVALID_ARGUMENT", "400"}
+# A model reloaded with a new configuration (the actuator's overrides) shows within one
+# control epoch (30 s by default); perf_analyzer reads the config once per run.
+CONFIG_TTL_S = 30.0
 
 
 class TritonBackend:
@@ -31,6 +36,7 @@ class TritonBackend:
         self._servers = {g.id: g.server for g in fleet.gpus}
         self._clients: dict[str, Any] = {}
         self._timeout_s = timeout_s
+        self._configs: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
     def server(self, gpu: str) -> str:
         try:
@@ -107,7 +113,65 @@ class TritonBackend:
             t["shape"] = [int(d) for d in t.get("shape", [])]
         return meta, int(cfg["config"].get("max_batch_size", 0))
 
+    async def model_config(self, gpu: str, model: str) -> dict[str, Any]:
+        """The model's configuration from the GPU's server, as Triton's HTTP endpoint gives
+        it (`config_json`); cached per server for CONFIG_TTL_S. The caller owns the copy."""
+        from tritonclient.utils import InferenceServerException
+
+        key = (self.server(gpu), model)
+        now = time.monotonic()
+        hit = self._configs.get(key)
+        if hit is None or now - hit[0] > CONFIG_TTL_S:
+            try:
+                response = await self._client(gpu).get_model_config(model, client_timeout=10.0)
+            except InferenceServerException as err:
+                msg = (err.message() or str(err)).strip().splitlines()[0]
+                raise ServerError(f"{key[0]}: config of {model}: {msg}") from None
+            hit = self._configs[key] = (now, config_json(response.config))
+        return copy.deepcopy(hit[1])
+
     async def close(self) -> None:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+
+
+def config_json(config: Any) -> dict[str, Any]:
+    """A `model_config_pb2.ModelConfig` as Triton's HTTP `GET /v2/models/{m}/config` spells it:
+    every field, defaults included, and 64-bit integers as JSON numbers (protobuf's JSON
+    mapping, and so gRPC's `as_json`, writes them as strings, which perf_analyzer rejects)."""
+    from google.protobuf import json_format
+
+    try:
+        data = json_format.MessageToDict(
+            config, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+    except TypeError:  # protobuf < 5.26 names the option differently
+        data = json_format.MessageToDict(
+            config, preserving_proto_field_name=True, including_default_value_fields=True
+        )
+    _int64_as_numbers(config.DESCRIPTOR, data)
+    return data
+
+
+def _int64_as_numbers(descriptor: Any, data: dict[str, Any]) -> None:
+    from google.protobuf.descriptor import FieldDescriptor
+
+    wide = (FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64)
+    for field in descriptor.fields:
+        value = data.get(field.name)
+        if value is None:
+            continue
+        message = field.message_type
+        if message is not None and message.GetOptions().map_entry:
+            entry = message.fields_by_name["value"]
+            if entry.message_type is not None:
+                for item in value.values():
+                    _int64_as_numbers(entry.message_type, item)
+            elif entry.cpp_type in wide:
+                data[field.name] = {k: int(v) for k, v in value.items()}
+        elif message is not None:
+            for item in value if isinstance(value, list) else [value]:
+                _int64_as_numbers(message, item)
+        elif field.cpp_type in wide:
+            data[field.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
