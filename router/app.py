@@ -261,6 +261,10 @@ def create_app(service: RouterService, control: str | None = None) -> FastAPI:
 
     app = FastAPI(title="tnx router", lifespan=lifespan)
     app.state.service = service
+    from router import extensions, openapi  # extensions imports this module
+
+    extensions.install(app, service)  # config, stats, versions: before /v2/models/{model}
+    openapi.install(app)
 
     @app.exception_handler(HttpError)
     async def _http_error(request: Request, err: HttpError) -> Response:
@@ -326,7 +330,11 @@ def create_app(service: RouterService, control: str | None = None) -> FastAPI:
     @app.get("/v2")
     async def server_metadata() -> JSONResponse:
         return JSONResponse(
-            {"name": "tnx-router", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+            {
+                "name": "tnx-router",
+                "version": "0.1.0",
+                "extensions": ["binary_tensor_data", "model_configuration", "statistics"],
+            }
         )
 
     @app.get("/v1/sessions")

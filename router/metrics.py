@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from router.driver import BatchEnded, Event
+from router.stats import ModelStats
 from router.types import Answered, Dispatch, Dropped, Outcome
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
@@ -16,6 +17,7 @@ class RouterMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.arrival_counts: dict[str, int] = {}
+        self.stats = ModelStats()  # Triton's statistics extension, from the same hooks
         r = self.registry
         self.arrivals = Counter(
             "tnx_router_arrivals", "Requests accepted, per session", ["session"], registry=r
@@ -59,6 +61,7 @@ class RouterMetrics:
         self.arrival_counts[session] = self.arrival_counts.get(session, 0) + 1
 
     def on_outcome(self, outcome: Outcome) -> None:
+        self.stats.on_outcome(outcome)
         s = outcome.request.session
         if isinstance(outcome, Answered):
             (self.late if outcome.late else self.in_slo).labels(s).inc()
@@ -67,6 +70,7 @@ class RouterMetrics:
             self.dropped.labels(s, outcome.reason).inc()
 
     def on_event(self, now: float, event: Event) -> None:
+        self.stats.on_event(event)
         if isinstance(event, Dispatch):
             self.batch_size.labels(event.gpu).observe(event.n_samples)
         elif isinstance(event, BatchEnded):
