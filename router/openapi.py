@@ -60,11 +60,11 @@ _VERSION = {
     "schema": {"type": "string"},
 }
 _UNKNOWN_MODEL = _error(
-    "No session of the plan serves this model, or it has no such version "
-    "(or the path names no route)."
+    "No plan names this model, or it has no such version (or the path names no route)."
 )
 _NO_SERVER = _error(
-    'No server holding the model answered (`"reason": "no_server"`); try again later.'
+    "The plan places the model nowhere now (`no_placement`), or no server holding it "
+    "answered (`no_server`); try again later."
 )
 
 
@@ -94,7 +94,10 @@ def _ready_routes() -> dict[str, dict]:
             "Model readiness",
             {
                 "200": ready,
-                "503": _empty("No server of the model is up, or no plan places the model now."),
+                "503": _empty(
+                    "No server of the model is up, or no plan places the model now (an unknown "
+                    "model included)."
+                ),
                 "404": _NOT_ROUTED,
             },
             _MODEL,
@@ -192,12 +195,13 @@ def _infer_operation(op_id: str, *params: dict) -> dict:
                     "Malformed body or headers, inputs that do not fit the model, more samples "
                     "than any planned batch holds, or an `X-SLO-Ms` that names no session."
                 ),
-                "404": _error("No session of the plan serves this model."),
+                "404": _error("No plan names this model."),
                 "413": _error("The body is larger than the router accepts (`--max-body-mb`)."),
                 "503": _error(
-                    "Not served: it cannot meet its deadline (`deadline`, `expired`), no server "
-                    "of its session is up (`no_server`, `server_down`), or the router is "
-                    "shutting down (`shutting_down`); `reason` says which.",
+                    "Not served: it cannot meet its deadline (`deadline`, `expired`), the plan "
+                    "places the model nowhere now (`no_placement`), no server of its session is "
+                    "up (`no_server`, `server_down`), the router holds all the requests it may "
+                    "(`overloaded`) or is shutting down (`shutting_down`); `reason` says which.",
                     retry,
                 ),
             },
