@@ -61,7 +61,7 @@ class LoadSpec:
     body: Body
     slo_ms: float
     phases: tuple[Phase, ...]
-    worst_ms: float | None = None  # the slowest answer expected; VUs = rate × this (default SLO)
+    worst_ms: float | None = None  # slowest answer expected (default max(4 SLO, 1 s)): sizes VUs
     x_slo_ms: float | None = None  # sent as X-SLO-Ms
     timeout_s: float = 30.0
 
@@ -129,16 +129,19 @@ class LoadResult:
         return sorted(found, key=lambda c: c.start_s)
 
 
-def vus_for(rate: float, worst_ms: float, timeout_s: float) -> tuple[int, int]:
-    """(pre-allocated, most) VUs: in flight at once = rate × latency, with room to spare."""
-    pre = math.ceil(rate * worst_ms / 1000.0 * 1.5) + 8
-    most = max(pre, math.ceil(rate * max(worst_ms / 1000.0 * 4, min(timeout_s, 10.0))))
+def vus_for(rate: float, slo_ms: float, worst_ms: float) -> tuple[int, int]:
+    """(pre-allocated, most) VUs: requests in flight = rate × latency. Pre-allocated for
+    answers within the SLO (k6 starts them before the clock runs); the rest, up to the
+    slowest answer expected, k6 starts while it runs."""
+    pre = math.ceil(rate * slo_ms / 1000.0 * 1.5) + 8
+    most = max(pre, math.ceil(rate * worst_ms / 1000.0) + 8)
     return min(pre, MAX_VUS), min(most, MAX_VUS)
 
 
 def k6_env(spec: LoadSpec, out: Path) -> dict[str, str]:
     top = max(p.rate for p in spec.phases)
-    vus, max_vus = vus_for(top, spec.worst_ms or spec.slo_ms, spec.timeout_s)
+    worst = spec.worst_ms or max(4 * spec.slo_ms, 1000.0)
+    vus, max_vus = vus_for(top, spec.slo_ms, min(worst, 1000.0 * spec.timeout_s))
     phases = [
         {"name": p.name, "rate": p.rate, "duration": p.duration_s, "per_second": p.per_second}
         for p in spec.phases

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.router import SYSTEMS, BenchConfig, LatencyRow, Results, Row
 from bench.router_setup import PlanSetup
+from bench.router_types import SYSTEMS, BenchConfig, LatencyRow, Results, Row
 
 
 def _ms(v: float | None, digits: int = 0) -> str:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from bench.open_loop import find_k6
-from bench.router import BenchConfig, Results, run_bench
+from bench.router import run_bench
 from bench.router_report import goodput_table, lines, plot
+from bench.router_types import BenchConfig, Results
 
 pytestmark = [
     pytest.mark.integration,
