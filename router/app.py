@@ -4,9 +4,16 @@
 binary tensor extension), checks it against the model's metadata, picks the
 session (`X-SLO-Ms` header, else the model's only session), and waits for the
 policy's one outcome: the request's slice of a batch (200), or a drop (503 with
-`{"error", "reason"}` and Retry-After). Malformed input is 400, an unknown model
-404, an oversized body 413. Every accepted request is answered exactly once,
-also at shutdown (`shutting_down`).
+`{"error", "reason"}` and Retry-After). Malformed input is 400, a model no plan
+knows 404, a known model with no placement now 503, an oversized body 413. Every
+accepted request is answered exactly once, also at shutdown (`shutting_down`).
+
+The infer route is the hot path, so it is a plain Starlette endpoint (no
+dependency injection) that decides in the cheapest order: the session from
+the URL and `X-SLO-Ms`, the body size from `Content-Length`, then the policy's
+`admit` (would the queue ahead make it late?) — all before the body is read —
+and only then reads, decodes and queues it. Under overload most requests are
+answered 503 from their headers alone.
 """
 
 from __future__ import annotations
@@ -28,13 +35,27 @@ from model_repo_tools.fleet import Fleet
 from model_repo_tools.profiles import LatencyCurve
 from router import kserve
 from router.driver import AsyncRouter, Backend
+from router.infer_route import (
+    ClientGone,
+    HttpError,
+    InferHeaders,
+    Receive,
+    Reply,
+    read_body,
+    serve_infer,
+)
 from router.metrics import RouterMetrics
 from router.policy import BatchPolicy
 from router.types import NO_SESSION, REJECTED, TOO_LARGE, Answered, DropMode
 
 SLO_HEADER = "x-slo-ms"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
-_CLIENT_FAULTS = {NO_SESSION: 404, TOO_LARGE: 400, REJECTED: 400}
+# Requests submitted and not yet answered, beyond which new ones are refused at the
+# door whatever the policy says: a bound on the memory and event-loop work that a
+# flood of requests can pin in the HTTP layer.
+DEFAULT_MAX_PENDING = 4096
+_CLIENT_FAULTS = {NO_SESSION: 503, TOO_LARGE: 400, REJECTED: 400}
+_RETRY = {"Retry-After": "1"}
 
 
 @dataclass(slots=True)
@@ -43,12 +64,11 @@ class ModelInfo:
     max_batch_size: int
     inputs: list[kserve.TensorSpec]
     output_names: list[str]
+    version: str = "1"
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.message, self.extra = status, message, extra
+def _listed(sessions: dict[float, str]) -> str:
+    return ", ".join(f"{slo:g} ms" for slo in sorted(sessions))
 
 
 def _error(
@@ -74,10 +94,12 @@ class RouterService:
         drop: DropMode = "early",
         max_body_bytes: int = DEFAULT_MAX_BODY,
         reserve_ms: float = 2.0,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         self.plan, self.fleet, self.curves = plan, fleet, curves
         self.drop = drop
         self.max_body_bytes = max_body_bytes
+        self.max_pending = max_pending
         # Time an answer needs after the policy is done with it (encode, write, the
         # client's read), kept back from every deadline.
         self.reserve_ms = reserve_ms
@@ -89,6 +111,10 @@ class RouterService:
         self.started = time.time()
         self.revision = 0  # the control plane's plan revision this router runs
         check_plan_against_fleet(plan, fleet)
+        # model -> {slo: session} of the plan running now; every model any plan named
+        self._routes: dict[str, dict[float, str]] = {}
+        self.known_models: set[str] = set()
+        self._index(plan)
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -102,6 +128,8 @@ class RouterService:
         self.router = AsyncRouter(
             policy, self._backend, health=health, on_event=self.metrics.on_event
         )
+        router = self.router
+        self.metrics.watch_latency(lambda: router.policy.latency.corrections(router.now()))
 
     async def stop(self) -> None:
         if self.router is not None:
@@ -121,40 +149,72 @@ class RouterService:
         assert self.router is not None
         self.router.switch_plan(plan)
         self.plan, self.fleet = plan, fleet
+        self._index(plan)
         if revision is not None:
             self.revision = revision
 
     # ---- sessions and models --------------------------------------------------------
 
-    def sessions_of(self, model: str) -> dict[str, float]:
-        assert self.router is not None
-        policy = self.router.policy
-        return {sid: policy.slo(sid) or 0.0 for sid, m in policy.sessions().items() if m == model}
+    def _index(self, plan: Plan) -> None:
+        routes: dict[str, dict[float, str]] = {}
+        for g in plan.gpus:
+            for a in g.allocations:
+                slos = routes.setdefault(a.model, {})
+                # A session split over GPUs runs at its tightest SLO (as the policy does).
+                old = next((slo for slo, sid in slos.items() if sid == a.session), None)
+                if old is None or a.slo_ms < old:
+                    slos.pop(old, None)  # type: ignore[arg-type]
+                    slos[a.slo_ms] = a.session
+        self._routes = routes
+        self.known_models |= set(routes)
+        self.known_models |= {u.model for u in plan.unplaced if getattr(u, "model", None)}
 
-    def pick_session(self, model: str, slo_header: str | None) -> str:
-        sessions = self.sessions_of(model)
-        if not sessions:
-            raise HttpError(404, f"unknown model '{model}': no session of the plan serves it")
-        listed = ", ".join(f"{slo:g} ms" for slo in sorted(sessions.values()))
+    def sessions_of(self, model: str) -> dict[str, float]:
+        """session id → SLO, of the sessions serving `model` now."""
+        return {sid: slo for slo, sid in self._routes.get(model, {}).items()}
+
+    def served(self, model: str) -> dict[float, str]:
+        """{SLO: session} of `model` now; HttpError 503 if a plan knew it but none serves it
+        now, 404 if no plan ever named it."""
+        sessions = self._routes.get(model)
+        if sessions:
+            return sessions
+        if model in self.known_models:
+            raise HttpError(
+                503,
+                f"model '{model}' has no placement now: the plan serves no session of it",
+                headers=_RETRY,
+                reason="no_placement",
+            )
+        raise HttpError(404, f"unknown model '{model}': no plan names it")
+
+    def pick_session(self, model: str, slo_header: str | None) -> tuple[str, float]:
+        """(session, SLO ms) for a request to `model`; HttpError 404/400/503 when none fits."""
+        sessions = self.served(model)
         if slo_header is None:
             if len(sessions) == 1:
-                return next(iter(sessions))
+                slo, sid = next(iter(sessions.items()))
+                return sid, slo
             raise HttpError(
                 400,
-                f"model '{model}' has several sessions ({listed}): "
+                f"model '{model}' has several sessions ({_listed(sessions)}): "
                 "choose one with the X-SLO-Ms header",
             )
         try:
             slo = float(slo_header)
         except ValueError:
             raise HttpError(400, f"X-SLO-Ms {slo_header!r}: not a number") from None
-        for sid, s in sessions.items():
-            if abs(s - slo) < 1e-6:
-                return sid
-        raise HttpError(
-            400,
-            f"model '{model}' has no session with an SLO of {slo:g} ms (its sessions: {listed})",
-        )
+        sid = sessions.get(slo)
+        if sid is None:
+            for known, candidate in sessions.items():
+                if abs(known - slo) < 1e-6:
+                    return candidate, known
+            raise HttpError(
+                400,
+                f"model '{model}' has no session with an SLO of {slo:g} ms "
+                f"(its sessions: {_listed(sessions)})",
+            )
+        return sid, slo
 
     def gpus_of(self, model: str) -> list[str]:
         return [g.gpu for g in self.plan.gpus if any(a.model == model for a in g.allocations)]
@@ -174,7 +234,8 @@ class RouterService:
                     errors.append(str(err))
                     continue
                 inputs, outputs = kserve.specs_from_metadata(meta, mbs)
-                info = ModelInfo(meta, mbs, inputs, [o.name for o in outputs])
+                version = str((meta.get("versions") or ["1"])[0])
+                info = ModelInfo(meta, mbs, inputs, [o.name for o in outputs], version)
                 self._models[model] = info
                 return info
         raise HttpError(
@@ -186,31 +247,65 @@ class RouterService:
 
     # ---- inference ------------------------------------------------------------------
 
-    async def infer(
-        self, model: str, body: bytes, headers: Any, arrival: float | None = None
-    ) -> Response:
-        """`arrival`: when the request reached the router, on the router's clock."""
-        assert self.router is not None
-        session = self.pick_session(model, headers.get(SLO_HEADER))
-        info = await self.model_info(model)
-        header_length = kserve.parse_header_length(headers.get(kserve.INFERENCE_HEADER))
-        req = kserve.decode_request(body, header_length)
+    async def infer(self, model: str, headers: InferHeaders, receive: Receive) -> Reply:
+        """One infer request: decide from its headers, then read, decode, queue and answer."""
+        router = self.router
+        assert router is not None
+        # The deadline counts from here: reading and decoding the body is part of the SLO.
+        arrival = router.now()
+        session, slo = self.pick_session(
+            model, None if headers.slo_ms is None else headers.slo_ms.decode("latin-1")
+        )
+        length = headers.content_length
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            return _too_large(self.max_body_bytes, int(length))
+        self.metrics.on_arrival(session)
+        reason = router.policy.admit(arrival, session, arrival + slo - self.reserve_ms)
+        if reason is None and router.pending() >= self.max_pending:
+            reason = "overloaded"
+        if reason is not None:
+            self.metrics.on_refused(session, reason)
+            return _dropped(model, reason)
+        try:
+            body = await read_body(receive, self.max_body_bytes)
+        except ClientGone:
+            self.metrics.on_refused(session, "client_disconnected")
+            raise
+        if body is None:
+            return _too_large(self.max_body_bytes)
+        info = self._models.get(model) or await self.model_info(model)
+        header_length = headers.header_length
+        req = kserve.decode_request(
+            body,
+            None if header_length is None else kserve.parse_header_length(header_length.decode()),
+        )
         n = kserve.validate_inputs(
             req, info.inputs, outputs=info.output_names, max_batch_size=info.max_batch_size
         )
-        self.metrics.on_arrival(session)
-        request = self.router.request(session, req.inputs, n or 1, arrival, self.reserve_ms)
-        outcome = await self.router.submit(request)
+        r = router.request(session, req.inputs, n or 1, arrival, self.reserve_ms)
+        outcome = await router.submit(r)
         self.metrics.on_outcome(outcome)
         if isinstance(outcome, Answered):
-            body_out, extra = kserve.encode_response(
-                model, str(info.metadata.get("versions", ["1"])[0]), outcome.result, req
+            body_out, extra = kserve.encode_response(model, info.version, outcome.result, req)
+            return Reply(
+                200, body_out, [(k.lower().encode(), v.encode()) for k, v in extra.items()]
             )
-            return Response(body_out, status_code=200, headers=extra)
-        status = _CLIENT_FAULTS.get(outcome.reason, 503)
-        message = _drop_message(model, outcome.reason, outcome.detail)
-        headers_out = {"Retry-After": "1"} if status == 503 else None
-        return _error(status, message, headers_out, reason=outcome.reason)
+        return _dropped(model, outcome.reason, outcome.detail)
+
+
+def _dropped(model: str, reason: str, detail: str = "") -> Reply:
+    status = _CLIENT_FAULTS.get(reason, 503)
+    return Reply.error(
+        status,
+        _drop_message(model, reason, detail),
+        _RETRY if status == 503 else None,
+        reason=reason,
+    )
+
+
+def _too_large(limit: int, length: int | None = None) -> Reply:
+    what = "request body" if length is None else f"request body of {length} bytes"
+    return Reply.error(413, f"{what} exceeds the limit of {limit} bytes")
 
 
 def _drop_message(model: str, reason: str, detail: str) -> str:
@@ -220,7 +315,8 @@ def _drop_message(model: str, reason: str, detail: str) -> str:
         "server_down": "its server failed and no other could serve it in time",
         "no_server": "no server of its session is up",
         "shutting_down": "the router is shutting down",
-        NO_SESSION: "its session left the plan",
+        "overloaded": "the router holds as many requests as it may",
+        NO_SESSION: "its session is not in the plan now",
         TOO_LARGE: "it carries more samples than any planned batch can hold",
         REJECTED: "the server refused its inputs",
     }.get(reason, reason)
@@ -237,6 +333,18 @@ def check_plan_against_fleet(plan: Plan, fleet: Fleet) -> None:
                 f"plan gpu {g.gpu!r} is not in the fleet "
                 f"(fleet has {', '.join(sorted(known)) or 'no gpus'})"
             )
+
+
+class _RouterApp(FastAPI):
+    """FastAPI, with the infer route answered in front of it (router.infer_route)."""
+
+    def __init__(self, infer: Any, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._infer = infer
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not await serve_infer(self._infer, scope, receive, send):
+            await super().__call__(scope, receive, send)
 
 
 def create_app(service: RouterService, control: str | None = None) -> FastAPI:
@@ -259,7 +367,7 @@ def create_app(service: RouterService, control: str | None = None) -> FastAPI:
                     await follower
             await service.stop()
 
-    app = FastAPI(title="tnx router", lifespan=lifespan)
+    app = _RouterApp(service.infer, title="tnx router", lifespan=lifespan)
     app.state.service = service
     from router import extensions, openapi  # extensions imports this module
 
@@ -268,50 +376,24 @@ def create_app(service: RouterService, control: str | None = None) -> FastAPI:
 
     @app.exception_handler(HttpError)
     async def _http_error(request: Request, err: HttpError) -> Response:
-        return _error(err.status, err.message, **err.extra)
+        return _error(err.status, err.message, err.headers, **err.extra)
 
     @app.exception_handler(kserve.BadRequest)
     async def _bad_request(request: Request, err: kserve.BadRequest) -> Response:
         return _error(400, str(err))
 
-    async def _infer(model: str, request: Request) -> Response:
-        # The deadline counts from here: reading and decoding the body is part of the SLO.
-        arrival = service.router.now() if service.router is not None else None
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > service.max_body_bytes:
-            return _error(
-                413,
-                f"request body of {int(length)} bytes exceeds the limit of "
-                f"{service.max_body_bytes} bytes",
-            )
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > service.max_body_bytes:
-                return _error(
-                    413, f"request body exceeds the limit of {service.max_body_bytes} bytes"
-                )
-        return await service.infer(model, bytes(body), request.headers, arrival)
-
-    @app.post("/v2/models/{model}/infer")
-    async def infer(model: str, request: Request) -> Response:
-        return await _infer(model, request)
-
-    @app.post("/v2/models/{model}/versions/{version}/infer")
-    async def infer_version(model: str, version: str, request: Request) -> Response:
-        return await _infer(model, request)
-
     @app.get("/v2/models/{model}")
     async def metadata(model: str) -> JSONResponse:
-        if not service.sessions_of(model):
-            raise HttpError(404, f"unknown model '{model}'")
+        service.served(model)
         return JSONResponse((await service.model_info(model)).metadata)
 
     @app.get("/v2/models/{model}/ready")
     async def model_ready(model: str) -> Response:
         assert service.router is not None
-        up = [g for g in service.gpus_of(model) if service.router.policy.is_up(g)]
-        return Response(status_code=200 if up else 503)
+        service.served(model)  # 404 for a model no plan names, 503 for one not placed now
+        if any(service.router.policy.is_up(g) for g in service.gpus_of(model)):
+            return Response(status_code=200)
+        return _error(503, f"model '{model}': no server of it is up", _RETRY, reason="no_server")
 
     @app.get("/v2/health/live")
     async def live() -> Response:

@@ -243,36 +243,38 @@ class AsyncRouter:
             fut.set_result(outcome)
 
     async def _run_batch(self, d: Dispatch, started: float) -> None:
-        loop = asyncio.get_running_loop()
-        inner = loop.create_task(self._backend.infer(d.gpu, d.model, list(d.requests)))
+        # The backend runs in this task (no inner task): a timeout cancels the task itself.
+        task = asyncio.current_task()
+        assert task is not None
         timed_out = False
 
         def on_timeout() -> None:
             nonlocal timed_out
             timed_out = True
-            inner.cancel()
+            task.cancel()
 
         budget = max(self._min_timeout, self._timeout_factor * d.expected_ms)
         timer = self._clock.call_at(started + budget, on_timeout)
-        try:
-            await asyncio.wait({inner})
-        finally:
-            timer.cancel()
-            if not inner.done():
-                inner.cancel()  # we are being cancelled ourselves (shutdown)
         status: BatchStatus = "ok"
         error = ""
         results: Sequence[Any] = ()
-        if inner.cancelled():
+        try:
+            results = await self._backend.infer(d.gpu, d.model, d.requests)
+        except asyncio.CancelledError:
+            if not timed_out:
+                raise  # we are being cancelled ourselves (shutdown)
+            task.uncancel()
             status, error = "failed", f"{d.gpu}: batch timed out after {budget:.0f} ms"
-        elif (exc := inner.exception()) is not None:
-            status = "rejected" if isinstance(exc, BatchRejectedError) else "failed"
-            error = f"{d.gpu}: {exc}"
+        except BatchRejectedError as exc:
+            status, error = "rejected", f"{d.gpu}: {exc}"
+        except Exception as exc:
+            status, error = "failed", f"{d.gpu}: {exc}"
         else:
-            results = inner.result()
             if len(results) != len(d.requests):
                 status = "failed"
                 error = f"{d.gpu}: {len(results)} results for {len(d.requests)} requests"
+        finally:
+            timer.cancel()
         now = self._clock.now()
         if status != "ok":
             log.warning("batch %d on %s %s: %s", d.batch_id, d.gpu, status, error)

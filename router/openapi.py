@@ -94,11 +94,8 @@ def _ready_routes() -> dict[str, dict]:
             "Model readiness",
             {
                 "200": ready,
-                "503": _empty(
-                    "No server of the model is up, or no plan places the model now (an unknown "
-                    "model included)."
-                ),
-                "404": _NOT_ROUTED,
+                "503": _NO_SERVER,
+                "404": _UNKNOWN_MODEL,
             },
             _MODEL,
         ),

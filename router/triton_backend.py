@@ -1,10 +1,13 @@
-"""The router's backend: one batched gRPC `infer` per dispatch, through `tritonclient.grpc.aio`.
+"""The router's backend: one batched `infer` per dispatch to the GPU's Triton server.
 
 Each request's payload is a dict of input name → numpy array with the
 request's samples on axis 0. A batch concatenates them on axis 0, calls the
 GPU's server once, and slices every output back by the requests' sample
-counts. Triton's INVALID_ARGUMENT (bad shape, batch too large) is the
-request's fault and leaves the GPU up; anything else marks it down.
+counts. The call goes over Triton's HTTP endpoint (`router.triton_http`, the
+cheaper path from Python) where the fleet names it, else over gRPC. A refusal
+of the inputs (HTTP 400, gRPC INVALID_ARGUMENT: bad shape, batch too large) is
+the request's fault and leaves the GPU up; anything else marks it down.
+Metadata, configuration and health go through `tritonclient.grpc.aio`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 from exporters.errors import ServerError
 from model_repo_tools.fleet import Fleet
 from router.driver import BatchRejectedError
+from router.triton_http import HttpInferClient
 from router.types import Request
 
 _REJECT_STATUSES = {"StatusCode.INVALID_ARGUMENT", "400"}
@@ -35,6 +39,11 @@ class TritonBackend:
         self._aio = grpcaio
         self._servers = {g.id: g.server for g in fleet.gpus}
         self._clients: dict[str, Any] = {}
+        # Inference goes over HTTP where the fleet says where, else over plain gRPC stubs.
+        self._http = {g.id: g.http for g in fleet.gpus if g.http}
+        self._http_clients: dict[str, HttpInferClient] = {}
+        self._stubs: dict[str, Any] = {}
+        self._channels: list[Any] = []
         self._timeout_s = timeout_s
         self._configs: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
@@ -58,35 +67,89 @@ class TritonBackend:
             client = self._clients.pop(gid)
             asyncio.get_running_loop().create_task(client.close())
         self._servers = new
+        self._http = {g.id: g.http for g in fleet.gpus if g.http}
+
+    def _stub(self, gpu: str) -> Any:
+        server = self.server(gpu)
+        stub = self._stubs.get(server)
+        if stub is None:
+            import grpc
+            from tritonclient.grpc import service_pb2_grpc
+
+            # Unbounded messages, as tritonclient sets them: a batch of images is large.
+            options = [
+                ("grpc.max_send_message_length", -1),
+                ("grpc.max_receive_message_length", -1),
+            ]
+            channel = grpc.aio.insecure_channel(server, options=options)
+            stub = self._stubs[server] = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            self._channels.append(channel)
+        return stub
 
     async def infer(
         self, gpu: str, model: str, batch: Sequence[Request]
     ) -> list[dict[str, np.ndarray]]:
-        from tritonclient.utils import InferenceServerException, np_to_triton_dtype
-
+        """One call with the batch's inputs concatenated on axis 0, sliced back per request:
+        over HTTP (router.triton_http) where the fleet gives the server's HTTP address, else
+        over gRPC."""
         first = batch[0].payload
-        inputs = []
-        for name in first:
-            parts = [r.payload[name] for r in batch]
-            array = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-            t = self._aio.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            t.set_data_from_numpy(array)
-            inputs.append(t)
-        try:
-            result = await self._client(gpu).infer(model, inputs, client_timeout=self._timeout_s)
-        except InferenceServerException as err:
-            msg = (err.message() or str(err)).strip().splitlines()[0]
-            if str(err.status()) in _REJECT_STATUSES:
-                raise BatchRejectedError(f"{self.server(gpu)}: {model}: {msg}") from None
-            raise ServerError(f"{self.server(gpu)}: {model}: {msg}") from None
-        response = result.get_response()
-        outputs = {o.name: result.as_numpy(o.name) for o in response.outputs}
+        if len(batch) == 1:
+            inputs = first
+        else:
+            inputs = {name: np.concatenate([r.payload[name] for r in batch]) for name in first}
+        http = self._http_client(gpu)
+        if http is not None:
+            outputs = await http.infer(model, inputs)
+        else:
+            outputs = await self._grpc_infer(gpu, model, inputs)
+        if len(batch) == 1:
+            return [outputs]
         answers, start = [], 0
         for r in batch:
             stop = start + r.n_samples
             answers.append({n: a[start:stop] for n, a in outputs.items()})
             start = stop
         return answers
+
+    def _http_client(self, gpu: str) -> HttpInferClient | None:
+        address = self._http.get(gpu)
+        if address is None:
+            return None
+        client = self._http_clients.get(address)
+        if client is None:
+            client = self._http_clients[address] = HttpInferClient(address)
+        return client
+
+    async def _grpc_infer(
+        self, gpu: str, model: str, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """One ModelInfer call, built straight as protobuf (tritonclient's InferInput and
+        InferResult wrappers cost more than the call's own Python side at batch 1)."""
+        import grpc
+        from tritonclient.grpc import service_pb2
+
+        request = service_pb2.ModelInferRequest(model_name=model)
+        for name, array in inputs.items():
+            datatype = _datatype(array.dtype)
+            # The tensor's bytes go in raw_input_contents, in the order of the inputs.
+            request.inputs.add(name=name, datatype=datatype, shape=array.shape)
+            if datatype == "BYTES":
+                from tritonclient.utils import serialize_byte_tensor
+
+                request.raw_input_contents.append(serialize_byte_tensor(array).tobytes())
+            else:
+                request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
+        try:
+            response = await self._stub(gpu).ModelInfer(request, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as err:
+            msg = ((err.details() or str(err.code())).strip().splitlines() or [""])[0]
+            if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise BatchRejectedError(f"{self.server(gpu)}: {model}: {msg}") from None
+            raise ServerError(f"{self.server(gpu)}: {model}: {msg}") from None
+        return {
+            o.name: _from_raw(o, raw)
+            for o, raw in zip(response.outputs, response.raw_output_contents, strict=True)
+        }
 
     async def healthy(self, gpu: str) -> bool:
         """Health probe: the server answers ready."""
@@ -134,6 +197,13 @@ class TritonBackend:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+        for http in self._http_clients.values():
+            await http.close()
+        self._http_clients.clear()
+        for channel in self._channels:
+            await channel.close()
+        self._channels.clear()
+        self._stubs.clear()
 
 
 def config_json(config: Any) -> dict[str, Any]:
@@ -175,3 +245,21 @@ def _int64_as_numbers(descriptor: Any, data: dict[str, Any]) -> None:
                 _int64_as_numbers(message, item)
         elif field.cpp_type in wide:
             data[field.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
+
+
+def _datatype(dtype: np.dtype) -> str:
+    from tritonclient.utils import np_to_triton_dtype
+
+    name = np_to_triton_dtype(dtype)
+    if name is None:
+        raise BatchRejectedError(f"numpy dtype {dtype} has no Triton datatype")
+    return name
+
+
+def _from_raw(output: Any, raw: bytes) -> np.ndarray:
+    from tritonclient.utils import deserialize_bytes_tensor, triton_to_np_dtype
+
+    shape = list(output.shape)
+    if output.datatype == "BYTES":
+        return deserialize_bytes_tensor(raw).reshape(shape)
+    return np.frombuffer(raw, dtype=triton_to_np_dtype(output.datatype)).reshape(shape)

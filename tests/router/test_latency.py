@@ -95,7 +95,9 @@ def test_bad_news_moves_it_by_alpha() -> None:
     assert lm.estimate("g", "t", "m", 8, 0.0) == pytest.approx(2.0 + 0.2 * 10.0)
 
 
-def _lockout_run(policy: BatchPolicy, slow_until: float, end: float, rate_hi: float, rate_lo: float):
+def _lockout_run(
+    policy: BatchPolicy, slow_until: float, end: float, rate_hi: float, rate_lo: float
+):
     """Phase 1 (to `slow_until`): every batch takes 60x its profile (a 2-core machine under a
     load generator, the router and Triton at once), at `rate_hi`; phase 2: the profile plus
     0.5 ms of RPC, at `rate_lo`."""
