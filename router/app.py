@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -294,13 +295,21 @@ class RouterService:
 
 
 def _dropped(model: str, reason: str, detail: str = "") -> Reply:
+    status, body, headers = _drop_reply(model, reason, detail)
+    return Reply(status, body, list(headers))
+
+
+@functools.lru_cache(maxsize=1024)
+def _drop_reply(model: str, reason: str, detail: str) -> tuple[int, bytes, tuple]:
+    # Under overload most answers are these: encode each kind once.
     status = _CLIENT_FAULTS.get(reason, 503)
-    return Reply.error(
+    r = Reply.error(
         status,
         _drop_message(model, reason, detail),
         _RETRY if status == 503 else None,
         reason=reason,
     )
+    return r.status, r.body, tuple(r.headers)
 
 
 def _too_large(limit: int, length: int | None = None) -> Reply:
