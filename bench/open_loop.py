@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from exporters.errors import TnxError
@@ -215,7 +215,3 @@ def run_load(spec: LoadSpec, workdir: Path, tag: str = "load") -> LoadResult:
         {ln.split('msg="', 1)[1].rstrip('"') for ln in text.splitlines() if 'msg="other:' in ln}
     )[:5]
     return res
-
-
-def save(res: LoadResult, path: Path) -> None:
-    path.write_text(json.dumps({n: asdict(c) for n, c in res.scenarios.items()}, indent=1))
