@@ -227,11 +227,40 @@ def stop_pids(pids: Iterable[int], grace_s: float = 10.0) -> None:
             os.waitpid(pid, 0)
 
 
+def triton_group(pgid: int) -> list[int]:
+    """The processes of process group `pgid` that are Triton's (the server, its Python-backend
+    stubs): what is left of a server that died, found by its group since the server started
+    its own session. Others that happen to share a reused group id are left alone."""
+    members = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")[0]
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z" and b"triton" in cmd:
+            members.append(int(proc.name))
+    return members
+
+
 def stop_fleet(fleet: Fleet, grace_s: float = 10.0) -> list[str]:
-    """Stop every server of the fleet that is still ours; return the ids stopped."""
+    """Stop every server of the fleet that is still ours, and reap what is left of those that
+    died (their Python-backend stubs ignore SIGTERM and outlive them); return the ids stopped."""
     stopped = [g for g in fleet.gpus if g.pid and is_tritonserver(g.pid)]
     stop_pids([g.pid for g in stopped if g.pid], grace_s=grace_s)
-    return [g.id for g in stopped]
+    ids = [g.id for g in stopped]
+    for g in fleet.gpus:
+        if not g.pid or g in stopped:
+            continue
+        leftovers = triton_group(g.pid)
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if leftovers:
+            ids.append(g.id)
+    return ids
 
 
 @dataclass(slots=True)

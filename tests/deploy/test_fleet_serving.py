@@ -122,3 +122,28 @@ def test_missing_binary_port_taken_and_death_at_start(tmp_path: Path, model_repo
     with pytest.raises(FleetError, match="not a directory"):
         start_fleet(1, tmp_path / "nope", tmp_path)
     assert free_port() > 0
+
+
+def test_stopping_a_fleet_reaps_the_stubs_of_a_server_that_died(model_repo, tmp_path) -> None:
+    import os
+    import signal
+    import time
+
+    from deploy.fleet import start_fleet, stop_fleet, triton_group
+
+    own = start_fleet(1, model_repo, tmp_path / "fleet")
+    pid = own.gpus[0].pid
+    assert pid is not None
+    try:
+        with TritonServer(own.gpus[0].server) as server:
+            server.load("tiny_mlp")
+        stubs = [p for p in triton_group(pid) if p != pid]
+        assert stubs, "a loaded Python-backend model runs in a stub of the server's group"
+        os.kill(pid, signal.SIGKILL)  # the server alone, as a crash would
+        deadline = time.monotonic() + 5
+        while pid in triton_group(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stopped = stop_fleet(own, grace_s=5)
+    assert stopped == [own.gpus[0].id]
+    assert triton_group(pid) == []
