@@ -82,13 +82,13 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as err:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Exit):
-            sys.exit(err.exit_code)
+        # By class name: Typer may raise its vendored click's classes, not click's own.
+        kinds = {c.__name__ for c in type(err).__mro__}
+        if "ClickException" in kinds:
+            err.show()  # type: ignore[attr-defined]
+            sys.exit(err.exit_code)  # type: ignore[attr-defined]
+        if "Exit" in kinds:
+            sys.exit(err.exit_code)  # type: ignore[attr-defined]
         raise
     # Without standalone mode click returns typer.Exit's code instead of exiting.
     sys.exit(rc if isinstance(rc, int) else 0)
