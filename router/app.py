@@ -68,6 +68,16 @@ class ModelInfo:
     version: str = "1"
 
 
+def no_server(model: str, what: str, errors: list[str]) -> HttpError:
+    """The 503 for a model none of whose servers answered `what` (metadata, config)."""
+    return HttpError(
+        503,
+        f"model '{model}': no server answered its {what}: "
+        + "; ".join(errors or ["no GPU of the plan holds it"]),
+        reason="no_server",
+    )
+
+
 def _listed(sessions: dict[float, str]) -> str:
     return ", ".join(f"{slo:g} ms" for slo in sorted(sessions))
 
@@ -239,12 +249,7 @@ class RouterService:
                 info = ModelInfo(meta, mbs, inputs, [o.name for o in outputs], version)
                 self._models[model] = info
                 return info
-        raise HttpError(
-            503,
-            f"model '{model}': no server answered its metadata: "
-            + "; ".join(errors or ["no GPU of the plan holds it"]),
-            reason="no_server",
-        )
+        raise no_server(model, "metadata", errors)
 
     # ---- inference ------------------------------------------------------------------
 

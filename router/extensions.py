@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 
 from exporters.errors import ServerError
 from router import kserve
-from router.app import HttpError
+from router.app import HttpError, no_server
 
 if TYPE_CHECKING:
     from router.app import ModelInfo, RouterService
@@ -159,12 +159,7 @@ async def model_config(service: RouterService, model: str) -> dict[str, Any]:
         if own > 0 and largest > 0:
             cfg["max_batch_size"] = min(own, largest)
         return cfg
-    raise HttpError(
-        503,
-        f"model '{model}': no server answered its config: "
-        + "; ".join(errors or ["no GPU of the plan holds it"]),
-        reason="no_server",
-    )
+    raise no_server(model, "config", errors)
 
 
 def served_batch(service: RouterService, model: str) -> int:

@@ -60,6 +60,7 @@ except ImportError:  # pragma: no cover
     pass
 
 DATATYPES: frozenset[str] = frozenset(_NUMPY)
+_NAMES = {dt: name for name, dt in _NUMPY.items() if name != "BYTES"}
 
 
 def numpy_dtype(datatype: str) -> np.dtype:
@@ -75,10 +76,10 @@ def triton_datatype(dtype: np.dtype | type) -> str:
     dt = np.dtype(dtype)
     if dt.kind in "OSU":
         return "BYTES"
-    for name, candidate in _NUMPY.items():
-        if candidate == dt:
-            return name
-    raise ValueError(f"numpy dtype {dt} has no Triton datatype")
+    try:
+        return _NAMES[dt]
+    except KeyError:
+        raise ValueError(f"numpy dtype {dt} has no Triton datatype") from None
 
 
 def _element_size(datatype: str) -> int:
@@ -170,7 +171,7 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
                     f"{header_length} bytes)"
                     + ("" if has_header else f"; binary inputs need the {INFERENCE_HEADER} header")
                 )
-            array = _from_binary(view[offset:end], datatype, shape, f"input '{name}'")
+            array = from_binary(view[offset:end], datatype, shape, f"input '{name}'")
             offset = end
         elif "data" in raw:
             array = _from_json(raw["data"], datatype, shape, f"input '{name}'")
@@ -254,7 +255,8 @@ def _tensor_header(raw: Any, where: str, kind: str) -> tuple[str, str, list[int]
     return name, datatype, shape, params
 
 
-def _from_binary(buf: memoryview, datatype: str, shape: list[int], label: str) -> np.ndarray:
+def from_binary(buf: memoryview, datatype: str, shape: list[int], label: str) -> np.ndarray:
+    """A tensor from its binary form (BadRequest, naming `label`, when the bytes do not fit)."""
     count = _prod(shape)
     if datatype == "BYTES":
         elements = _split_bytes(buf, label)
@@ -475,6 +477,33 @@ def validate_inputs(
 # --- responses ---------------------------------------------------------------------------
 
 
+def decode_response(body: bytes, header_length: int | None) -> dict[str, np.ndarray]:
+    """The outputs of an infer response (a server's answer, e.g. Triton's), name → array;
+    BadRequest when the body does not hold what its JSON header lists."""
+    view = memoryview(body)
+    n = len(view) if header_length is None else header_length
+    try:
+        header = json.loads(bytes(view[:n]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequest(f"malformed JSON in response: {e}") from None
+    raw_outputs = header.get("outputs") if isinstance(header, dict) else None
+    if not isinstance(raw_outputs, list):
+        raise BadRequest("response has no 'outputs' list")
+    outputs: dict[str, np.ndarray] = {}
+    offset = n
+    for i, raw in enumerate(raw_outputs):
+        name, datatype, shape, params = _tensor_header(raw, f"outputs[{i}]", "output")
+        size = params.get("binary_data_size")
+        if size is None:
+            outputs[name] = _from_json(raw.get("data", []), datatype, shape, f"output '{name}'")
+            continue
+        outputs[name] = from_binary(
+            view[offset : offset + size], datatype, shape, f"output '{name}'"
+        )
+        offset += size
+    return outputs
+
+
 def encode_response(
     model_name: str,
     model_version: str,
@@ -498,7 +527,7 @@ def encode_response(
         datatype = triton_datatype(array.dtype)
         tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if request.wants_binary(name):
-            raw = _to_binary(array, datatype)
+            raw = to_binary(array, datatype)
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
@@ -526,7 +555,8 @@ def _bytes_elements(array: np.ndarray) -> list[bytes]:
     return out
 
 
-def _to_binary(array: np.ndarray, datatype: str) -> bytes:
+def to_binary(array: np.ndarray, datatype: str) -> bytes:
+    """A tensor's binary form: raw little-endian values, or length-prefixed BYTES elements."""
     if datatype == "BYTES":
         return b"".join(struct.pack("<I", len(b)) + b for b in _bytes_elements(array))
     return np.ascontiguousarray(array, dtype=_NUMPY[datatype]).tobytes()

@@ -22,6 +22,7 @@ import numpy as np
 
 from exporters.errors import ServerError
 from model_repo_tools.fleet import Fleet
+from router import kserve
 from router.driver import BatchRejectedError
 from router.triton_http import HttpInferClient
 from router.types import Request
@@ -130,15 +131,10 @@ class TritonBackend:
 
         request = service_pb2.ModelInferRequest(model_name=model)
         for name, array in inputs.items():
-            datatype = _datatype(array.dtype)
+            datatype = kserve.triton_datatype(array.dtype)
             # The tensor's bytes go in raw_input_contents, in the order of the inputs.
             request.inputs.add(name=name, datatype=datatype, shape=array.shape)
-            if datatype == "BYTES":
-                from tritonclient.utils import serialize_byte_tensor
-
-                request.raw_input_contents.append(serialize_byte_tensor(array).tobytes())
-            else:
-                request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
+            request.raw_input_contents.append(kserve.to_binary(array, datatype))
         try:
             response = await self._stub(gpu).ModelInfer(request, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as err:
@@ -147,7 +143,9 @@ class TritonBackend:
                 raise BatchRejectedError(f"{self.server(gpu)}: {model}: {msg}") from None
             raise ServerError(f"{self.server(gpu)}: {model}: {msg}") from None
         return {
-            o.name: _from_raw(o, raw)
+            o.name: kserve.from_binary(
+                memoryview(raw), o.datatype, list(o.shape), f"{self.server(gpu)}: {model}"
+            )
             for o, raw in zip(response.outputs, response.raw_output_contents, strict=True)
         }
 
@@ -245,21 +243,3 @@ def _int64_as_numbers(descriptor: Any, data: dict[str, Any]) -> None:
                 _int64_as_numbers(message, item)
         elif field.cpp_type in wide:
             data[field.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
-
-
-def _datatype(dtype: np.dtype) -> str:
-    from tritonclient.utils import np_to_triton_dtype
-
-    name = np_to_triton_dtype(dtype)
-    if name is None:
-        raise BatchRejectedError(f"numpy dtype {dtype} has no Triton datatype")
-    return name
-
-
-def _from_raw(output: Any, raw: bytes) -> np.ndarray:
-    from tritonclient.utils import deserialize_bytes_tensor, triton_to_np_dtype
-
-    shape = list(output.shape)
-    if output.datatype == "BYTES":
-        return deserialize_bytes_tensor(raw).reshape(shape)
-    return np.frombuffer(raw, dtype=triton_to_np_dtype(output.datatype)).reshape(shape)

@@ -24,6 +24,7 @@ from urllib.parse import quote
 import numpy as np
 
 from exporters.errors import ServerError
+from router import kserve
 
 _HEADER = b"inference-header-content-length"
 
@@ -144,16 +145,11 @@ class HttpInferClient:
 
 
 def _encode(model: str, host: str, inputs: dict[str, np.ndarray]) -> bytes:
-    from tritonclient.utils import np_to_triton_dtype, serialize_byte_tensor
-
     tensors = []
     raws = []
     for name, array in inputs.items():
-        datatype = np_to_triton_dtype(array.dtype)
-        if datatype == "BYTES":
-            raw = serialize_byte_tensor(array).tobytes()
-        else:
-            raw = np.ascontiguousarray(array).tobytes()
+        datatype = kserve.triton_datatype(array.dtype)
+        raw = kserve.to_binary(array, datatype)
         tensors.append(
             {
                 "name": name,
@@ -176,35 +172,10 @@ def _encode(model: str, host: str, inputs: dict[str, np.ndarray]) -> bytes:
 
 
 def _decode(body: bytes, header_length: bytes | None, where: str) -> dict[str, np.ndarray]:
-    from tritonclient.utils import deserialize_bytes_tensor, triton_to_np_dtype
-
-    n = len(body) if header_length is None else int(header_length)
     try:
-        header = json.loads(body[:n])
-    except ValueError as err:
+        return kserve.decode_response(body, None if header_length is None else int(header_length))
+    except (kserve.BadRequest, ValueError) as err:
         raise ServerError(f"{where}: unreadable answer: {err}") from None
-    outputs: dict[str, np.ndarray] = {}
-    offset = n
-    view = memoryview(body)
-    for out in header.get("outputs", []):
-        shape = [int(d) for d in out["shape"]]
-        datatype = out["datatype"]
-        size = out.get("parameters", {}).get("binary_data_size")
-        if size is None:  # JSON data (the server ignored binary_data_output)
-            if datatype == "BYTES":
-                array = np.array([s.encode() for s in out["data"]], dtype=np.object_)
-            else:
-                array = np.asarray(out["data"], dtype=triton_to_np_dtype(datatype))
-            outputs[out["name"]] = array.reshape(shape)
-            continue
-        raw = view[offset : offset + size]
-        offset += size
-        if datatype == "BYTES":
-            outputs[out["name"]] = deserialize_bytes_tensor(bytes(raw)).reshape(shape)
-        else:
-            array = np.frombuffer(raw, dtype=triton_to_np_dtype(datatype))
-            outputs[out["name"]] = array.reshape(shape)
-    return outputs
 
 
 def _error_message(body: bytes) -> str:

@@ -492,3 +492,21 @@ def test_encode_errors_name_the_output():
     bad = np.array([b"\xff"], dtype=np.object_)
     with pytest.raises(BadRequest, match="output 'y': BYTES data is not UTF-8"):
         encode_response("m", "1", {"y": bad}, req)
+
+
+def test_a_response_decodes_back_to_its_outputs() -> None:
+    import numpy as np
+
+    from router import kserve
+
+    outputs = {
+        "scores": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "labels": np.array([b"cat", b"dog"], dtype=np.object_),
+    }
+    for binary in (True, False):
+        req = kserve.InferRequest(inputs={}, binary_output_default=binary)
+        body, headers = kserve.encode_response("m", "1", outputs, req)
+        length = headers.get(kserve.INFERENCE_HEADER)
+        got = kserve.decode_response(body, None if length is None else int(length))
+        np.testing.assert_array_equal(got["scores"], outputs["scores"])
+        assert list(got["labels"]) == [b"cat", b"dog"]
