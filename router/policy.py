@@ -35,10 +35,14 @@ Decisions worth knowing:
   its deadline, the session still sends one real batch every `probe_ms` (if
   the raw profile says it could be on time), so the model keeps seeing real
   batch times and a stale belief cannot lock the session out.
-- **Failure.** A failed batch marks its GPU down; its requests go back to
-  their session's queue if another up GPU could still finish them in time,
-  else they are dropped `server_down`. Sessions left without an up GPU drop
-  their queue `server_down`; arrivals to them are dropped `no_server`.
+- **Failure, retried once.** A failed batch (an error, or a timeout: the
+  server is dead or hung) marks its GPU down; each of its requests goes back
+  to its session's queue, to be served by another up GPU, if it has not
+  failed before and that GPU could still finish it in time; else it is
+  dropped `server_down`. Once, not more: a request that fails twice is more
+  likely to be what kills servers than unlucky, and the retry must not turn
+  one dead server into a storm on the others. Sessions left without an up
+  GPU drop their queue `server_down`; arrivals to them are dropped `no_server`.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ from router.types import (
 _EPS = 1e-6
 # `_refusal`'s answer for an arrival that looks hopeless but goes out as a probe.
 PROBE = "probe"
+# Times a request whose batch failed goes back to its queue (see "Failure" above).
+RETRIES = 1
 
 
 @dataclass(slots=True)
@@ -222,7 +228,8 @@ class BatchPolicy:
     def batch_done(
         self, now: float, gpu: str, batch_id: int, status: BatchStatus = "ok"
     ) -> list[Action]:
-        """The batch `batch_id` on `gpu` ended: `ok`, `failed` (GPU down) or `rejected`."""
+        """The batch `batch_id` on `gpu` ended: `ok`, `failed` (GPU down, its requests
+        retried once elsewhere) or `rejected` (its requests dropped, GPU up)."""
         f = self._inflight.pop(batch_id, None)
         if f is None:
             return []  # already settled (e.g. reported twice); nothing to do
@@ -239,6 +246,10 @@ class BatchPolicy:
         elif status == "failed":
             self._down.add(gpu)
             for r in d.requests:
+                if r.attempts >= RETRIES and not self._closed:
+                    out.append(Drop(r, SERVER_DOWN))
+                    continue
+                r.attempts += 1
                 self._rehome(now, r, d.model, SERVER_DOWN, out)
         else:
             raise ValueError(f"unknown batch status {status!r}")

@@ -43,8 +43,9 @@ class Request:
     """One inference request. The policy never looks inside `payload`.
 
     `n_samples` counts the samples the request carries on axis 0; they count
-    toward the batch size. Identity is the object itself (eq=False), so two
-    requests with equal fields are still two requests.
+    toward the batch size. `attempts` counts the batches it was in that failed
+    (the policy retries a request once). Identity is the object itself
+    (eq=False), so two requests with equal fields are still two requests.
     """
 
     id: int | str
@@ -53,6 +54,7 @@ class Request:
     deadline: float
     n_samples: int = 1
     payload: Any = None
+    attempts: int = 0
 
 
 @dataclass(slots=True, frozen=True, eq=False)

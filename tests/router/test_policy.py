@@ -270,6 +270,31 @@ def test_failed_batch_rehomes_to_another_gpu_of_the_session() -> None:
     assert ids(d)[0] == 0
 
 
+def test_a_request_failed_once_is_served_by_the_other_gpu() -> None:
+    p = _shared_session()
+    (d0,) = dispatches(p.arrival(0.0, p.request(0, "s", 0.0)))
+    assert d0.gpu == "g0"
+    acts = p.batch_done(6.0, "g0", d0.batch_id, "failed")
+    (d,) = dispatches(acts)  # g1 is idle: the retry goes out at once
+    assert (d.gpu, ids(d)) == ("g1", [0]) and d.requests[0].attempts == 1
+    assert not drops(acts) and p.batch_done(11.0, "g1", d.batch_id) == []
+
+
+def test_a_request_failed_twice_is_dropped_server_down() -> None:
+    three = [("s", "m", 4, 50.0)]
+    p = BatchPolicy(plan(("g0", 20.0, three), ("g1", 20.0, three), ("g2", 20.0, three)), curves())
+    (d0,) = dispatches(p.arrival(0.0, p.request(0, "s", 0.0)))
+    (d1,) = dispatches(p.batch_done(6.0, "g0", d0.batch_id, "failed"))
+    assert d1.gpu == "g1"
+    acts = p.batch_done(12.0, "g1", d1.batch_id, "failed")
+    # g2 is up, idle and could still finish it by its deadline: not a third time.
+    assert p.is_up("g2") and not dispatches(acts)
+    assert [(x.request.id, x.reason) for x in drops(acts)] == [(0, "server_down")]
+    # A fresh request still gets its one retry.
+    (d2,) = dispatches(p.arrival(13.0, p.request(1, "s", 13.0)))
+    assert d2.gpu == "g2" and d2.requests[0].attempts == 0
+
+
 def test_failed_batch_with_no_time_left_is_dropped_server_down() -> None:
     p = _shared_session()
     (d0,) = dispatches(p.arrival(0.0, Request(0, "s", 0.0, 12.0)))
