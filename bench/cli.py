@@ -19,9 +19,13 @@ def tools(
 
 
 def mount(bench_app: typer.Typer) -> None:
+    from bench.chaos import bench_chaos
     from bench.router import bench_router
 
     bench_app.command(
         "router", help="Router vs Triton direct under k6 load: latency, goodput, recovery."
     )(bench_router)
+    bench_app.command(
+        "chaos", help="Server, router and control-plane faults under k6 load (RELIABILITY.md)."
+    )(bench_chaos)
     bench_app.command("tools", help="Install perf_analyzer for `tnx bench router`.")(tools)

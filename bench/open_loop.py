@@ -78,7 +78,8 @@ class Counts:
     in_slo: int = 0
     late: int = 0
     s503: int = 0
-    other: int = 0
+    other: int = 0  # any answer but 200 or 503, or none
+    lost: int = 0  # of `other`: no answer at all (refused, reset, client timeout)
     dropped: int = 0  # not sent: the load generator ran out of VUs
     p50_ms: float | None = None  # of the 200s, client clock
     p99_ms: float | None = None
@@ -97,7 +98,7 @@ class Counts:
 
     def __add__(self, o: Counts) -> Counts:
         n = Counts(self.name, min(self.start_s, o.start_s), self.duration_s + o.duration_s, 0.0)
-        for f in ("sent", "in_slo", "late", "s503", "other", "dropped"):
+        for f in ("sent", "in_slo", "late", "s503", "other", "lost", "dropped"):
             setattr(n, f, getattr(self, f) + getattr(o, f))
         n.rate = n.sent / n.duration_s if n.duration_s else 0.0
         return n
@@ -176,6 +177,7 @@ def parse_summary(data: dict) -> LoadResult:
             late=int(row["late"]),
             s503=int(row["s503"]),
             other=int(row["other"]),
+            lost=int(row.get("lost", 0)),
             dropped=int(row["dropped"]),
             p50_ms=lat.get("med"),
             p99_ms=lat.get("p(99)"),

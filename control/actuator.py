@@ -16,7 +16,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,10 +163,13 @@ class Actuator:
             spec.dims.extend(t.dims)
             spec.random_data = True
 
-    def observe(self) -> State:
-        """Each reachable server's READY models with their live max_batch_size."""
+    def observe(self, gpus: Collection[str] | None = None) -> State:
+        """Each reachable server's READY models with their live max_batch_size (of the GPUs
+        in `gpus` only, when given: a server known to be down is not asked)."""
         state: State = {}
         for g in self.fleet.gpus:
+            if gpus is not None and g.id not in gpus:
+                continue
             try:
                 with self._client(g.server) as server:
                     ready = [
@@ -194,10 +197,13 @@ class Actuator:
             time.sleep(self.backoff_s * (2**attempt))
         raise last or ServerError(f"{gpu.server}: load {model} failed")
 
-    def apply(self, plan: Plan, current: State | None = None) -> ApplyResult:
+    def apply(
+        self, plan: Plan, current: State | None = None, gpus: Collection[str] | None = None
+    ) -> ApplyResult:
         """Load what `plan` needs (in parallel across servers), wait for ready, and say
-        which unloads are due once the routers use the returned plan."""
-        current = self.observe() if current is None else current
+        which unloads are due once the routers use the returned plan. `gpus`: the GPUs
+        whose state may be read and changed (the live ones); default all."""
+        current = self.observe(gpus) if current is None else current
         todo = changes(current, desired_state(plan))
         result = ApplyResult(plan=plan, pending_unloads=todo.unloads)
         if todo.loads:

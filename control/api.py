@@ -1,14 +1,16 @@
-"""The control plane's HTTP API (FastAPI): plan, fleet, profiles, sessions, metrics.
+"""The control plane's HTTP API (FastAPI): plan, fleet and its health, profiles, sessions, metrics.
 
 Reads are open; every write needs `Authorization: Bearer <token>` (the token
-from TNX_ADMIN_TOKEN or `--token`). Routers started with `--control URL` poll
-`GET /v1/plan` and switch when its `revision` changes.
+from TNX_ADMIN_TOKEN or `--token`), except routers' reports of failed batches
+(`POST /v1/fleet/reports`), which only ask for a probe. Routers started with
+`--control URL` poll `GET /v1/plan` and switch when its `revision` changes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +22,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from control.service import ControlPlane
 from control.types import Session
 from exporters.errors import UserInputError
+
+
+class FleetReport(BaseModel):
+    """A router's view of one GPU (`POST /v1/fleet/reports`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    gpu: str = Field(min_length=1)
+    healthy: bool
+    error: str = ""
 
 
 class SessionBody(BaseModel):
@@ -85,6 +97,17 @@ def create_app(cp: ControlPlane, token: str | None) -> FastAPI:
     @app.get("/v1/fleet")
     async def fleet() -> dict[str, Any]:
         return cp.fleet.model_dump(mode="json", exclude_none=True)
+
+    @app.get("/v1/fleet/health")
+    async def fleet_health() -> dict[str, Any]:
+        return {"servers": cp.health.snapshot(time.monotonic())}
+
+    @app.post("/v1/fleet/reports", status_code=202)
+    async def fleet_report(body: FleetReport) -> dict[str, Any]:
+        """Open to routers without the admin token: a report only makes the control plane
+        probe the server itself, never takes it out on its own."""
+        probing = cp.report(body.gpu, body.healthy, body.error)
+        return {"probing": probing}
 
     @app.get("/v1/profiles")
     async def profiles() -> dict[str, Any]:

@@ -99,6 +99,40 @@ def _wait_ready(proc: subprocess.Popen, spec: ServerSpec, deadline: float) -> No
     raise FleetError(f"tritonserver {spec.index} not ready within timeout (log: {spec.log})")
 
 
+def _launch(
+    command: list[str],
+    env: dict[str, str],
+    repo: Path,
+    spec: ServerSpec,
+    extra_args: Iterable[str],
+    mode: str = "wb",
+) -> subprocess.Popen:
+    args = command + [
+        f"--model-repository={repo}",
+        "--model-control-mode=explicit",
+        f"--http-address={HOST}",
+        f"--grpc-address={HOST}",
+        f"--http-port={spec.http_port}",
+        f"--grpc-port={spec.grpc_port}",
+        f"--metrics-port={spec.metrics_port}",
+        "--allow-metrics=true",
+        "--exit-timeout-secs=5",
+        "--log-verbose=0",
+        *extra_args,
+    ]
+    env = {**env, **spec.executor.env}
+    with open(spec.log, mode) as log:
+        # Its own session: the server and its backend stubs form one process group.
+        return subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 def start_fleet(
     n: int,
     repo: Path,
@@ -128,32 +162,7 @@ def start_fleet(
     procs: list[subprocess.Popen] = []
     try:
         for spec in specs:
-            args = install.args() + [
-                f"--model-repository={repo}",
-                "--model-control-mode=explicit",
-                f"--http-address={HOST}",
-                f"--grpc-address={HOST}",
-                f"--http-port={spec.http_port}",
-                f"--grpc-port={spec.grpc_port}",
-                f"--metrics-port={spec.metrics_port}",
-                "--allow-metrics=true",
-                "--exit-timeout-secs=5",
-                "--log-verbose=0",
-                *extra_args,
-            ]
-            env = install.env()
-            env.update(spec.executor.env)
-            with open(spec.log, "wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        args,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        start_new_session=True,
-                    )
-                )
+            procs.append(_launch(install.args(), install.env(), repo, spec, extra_args))
         deadline = time.monotonic() + ready_timeout_s
         for spec, proc in zip(specs, procs, strict=True):
             _wait_ready(proc, spec, deadline)
@@ -173,6 +182,54 @@ def start_fleet(
                 log=str(s.log),
             )
             for s, p in zip(specs, procs, strict=True)
+        ]
+    )
+
+
+def _port(address: str | None, what: str, gpu: str) -> int:
+    tail = (address or "").rpartition(":")[2]
+    if not tail.isdigit():
+        raise FleetError(f"fleet gpu {gpu}: no {what} port in {address!r}")
+    return int(tail)
+
+
+def restart_server(
+    fleet: Fleet,
+    gpu_id: str,
+    repo: Path,
+    tritonserver: str | None = None,
+    ready_timeout_s: float = 90.0,
+    extra_args: Iterable[str] = (),
+) -> Fleet:
+    """Start the server of `gpu_id` again on its own ports, empty (explicit model control:
+    no model loaded), after whatever is left of it is stopped; the fleet with its new pid.
+    What a crashed pod's restart looks like to the control plane."""
+    by_id = fleet.by_id()
+    if gpu_id not in by_id:
+        raise FleetError(f"gpu {gpu_id!r} is not in the fleet")
+    g = by_id[gpu_id]
+    index = int(gpu_id.split("-", 1)[-1].split("/", 1)[0]) if gpu_id.startswith("triton-") else 0
+    if g.pid:
+        stop_fleet(Fleet(gpus=[g]), grace_s=5.0)
+    install = find_tritonserver(tritonserver)
+    spec = ServerSpec(
+        index,
+        _port(g.http, "http", gpu_id),
+        _port(g.server, "grpc", gpu_id),
+        _port(g.metrics, "metrics", gpu_id),
+        Path(g.log) if g.log else Path(repo).parent / f"triton-{index}.log",
+        detect_executors(index + 1)[index],
+    )
+    proc = _launch(install.args(), install.env(), Path(repo).resolve(), spec, extra_args, "ab")
+    try:
+        _wait_ready(proc, spec, time.monotonic() + ready_timeout_s)
+    except BaseException:
+        stop_pids([proc.pid])
+        raise
+    return Fleet(
+        gpus=[
+            x.model_copy(update={"pid": proc.pid}) if x.server == g.server else x
+            for x in fleet.gpus
         ]
     )
 

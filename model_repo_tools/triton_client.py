@@ -29,11 +29,13 @@ def translated(server: str, what: str) -> Iterator[None]:
 
 
 class TritonServer:
-    def __init__(self, address: str, timeout_s: float = 60.0) -> None:
+    def __init__(self, address: str, timeout_s: float = 60.0, query_timeout_s: float = 5.0) -> None:
         import tritonclient.grpc as grpcclient
 
         self.address = address
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # loads, unloads, inference
+        # Reads of state (index, config, readiness): a hung server must not hang the caller.
+        self.query_timeout_s = query_timeout_s
         self._grpc = grpcclient
         self.client = grpcclient.InferenceServerClient(address)
 
@@ -80,21 +82,27 @@ class TritonServer:
 
     def is_model_ready(self, model: str) -> bool:
         with translated(self.address, f"ready {model}"):
-            return bool(self.client.is_model_ready(model))
+            return bool(self.client.is_model_ready(model, client_timeout=self.query_timeout_s))
 
     def repository_index(self) -> list[dict[str, Any]]:
         """Each model of the repository with its `state` (READY, UNAVAILABLE, …)."""
         with translated(self.address, "repository index"):
-            index = self.client.get_model_repository_index(as_json=True)
+            index = self.client.get_model_repository_index(
+                as_json=True, client_timeout=self.query_timeout_s
+            )
         return list(index.get("models", []))
 
     def config(self, model: str) -> dict[str, Any]:
         with translated(self.address, f"config of {model}"):
-            return self.client.get_model_config(model, as_json=True)["config"]
+            return self.client.get_model_config(
+                model, as_json=True, client_timeout=self.query_timeout_s
+            )["config"]
 
     def metadata(self, model: str) -> dict[str, Any]:
         with translated(self.address, f"metadata of {model}"):
-            return self.client.get_model_metadata(model, as_json=True)
+            return self.client.get_model_metadata(
+                model, as_json=True, client_timeout=self.query_timeout_s
+            )
 
     def statistics(self, model: str) -> dict[str, Any]:
         with translated(self.address, f"statistics of {model}"):

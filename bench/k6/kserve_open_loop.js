@@ -17,7 +17,8 @@
 //   OUT         where handleSummary writes the JSON summary
 //
 // Per scenario the summary holds: sent, in_slo, late, s503, other (non-200/503 statuses and
-// transport errors or timeouts), dropped (iterations k6 could not start: too few VUs, a
+// transport errors or timeouts), lost (the part of other with no answer at all),
+// dropped (iterations k6 could not start: too few VUs, a
 // load-generator failure, not a drop by the server) and latency percentiles of the 200s.
 
 import http from 'k6/http';
@@ -36,10 +37,11 @@ const inSlo = new Counter('tnx_in_slo');
 const late = new Counter('tnx_late');
 const s503 = new Counter('tnx_503');
 const other = new Counter('tnx_other');
+const lost = new Counter('tnx_lost');
 const okMs = new Trend('tnx_ok_ms', true);
 
 const COUNTERS = { sent: 'tnx_sent', in_slo: 'tnx_in_slo', late: 'tnx_late', s503: 'tnx_503',
-  other: 'tnx_other', dropped: 'dropped_iterations' };
+  other: 'tnx_other', lost: 'tnx_lost', dropped: 'dropped_iterations' };
 
 const headers = {
   'Content-Type': 'application/octet-stream',
@@ -113,6 +115,8 @@ export function send() {
     s503.add(1);
   } else {
     other.add(1);
+    // Status 0: no answer at all (refused, reset, client timeout): a lost request.
+    if (res.status === 0) lost.add(1);
     if (warned++ < 1) console.warn(`other: status ${res.status} ${res.error}`);
   }
 }

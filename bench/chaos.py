@@ -1,0 +1,316 @@
+"""`tnx bench chaos`: faults under open-loop load, tnx against Triton reached directly.
+
+Each scenario is one k6 run (`bench.open_loop`, one session's rate, counts second by
+second) on a fresh `bench.chaos_stage` (3 servers, control plane, router), with one
+fault `--fault-at` seconds in:
+
+- `kill`: SIGKILL of the server the session is planned on (its whole process group);
+- `stop`: SIGSTOP of that server for `--stop-s` seconds, then SIGCONT;
+- `restart`: SIGKILL, then the server started again on its ports with no model loaded;
+- `router`: SIGKILL of the router, started again at once;
+- `control`: SIGKILL of the control plane, started again at once on its state.
+
+Per run: requests sent, in SLO, 503, other (any answer but 200/503, or none) and lost
+(no answer at all); the seconds until the plan no longer uses the failed server and,
+after it is healthy again, until the plan uses it again; the worst second's in-SLO
+rate against the median second before the fault. `triton`: the same k6 load sent round
+robin straight to the three servers (the model loaded on each, no router, no control
+plane), with the same server faults: what Triton alone does.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import statistics
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import typer
+
+from bench import router_setup as st
+from bench.chaos_stage import ChaosConfig, ChaosStage
+from bench.open_loop import Body, Counts, LoadResult, LoadSpec, Phase, run_load
+from deploy.fleet import restart_server, start_fleet, stop_fleet
+from exporters.errors import UserInputError
+from model_repo_tools.triton_client import TritonServer
+
+SCENARIOS = ("kill", "stop", "restart", "router", "control")
+SERVER_FAULTS = ("kill", "stop", "restart")
+
+
+@dataclass(slots=True)
+class ChaosRow:
+    scenario: str
+    system: str  # "tnx" or "triton"
+    total: Counts
+    seconds: list[Counts]
+    fault_at_s: float
+    exclude_s: float | None = None  # fault → first plan without the failed server
+    rejoin_s: float | None = None  # healthy again → first plan using it again
+    outage_s: float | None = None  # router/control: killed → answering again
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def in_slo(self) -> float:
+        return self.total.in_slo_fraction
+
+    def dip(self) -> tuple[float, float]:
+        """(median in-SLO/s before the fault, worst in-SLO/s from the fault on)."""
+        k = int(self.fault_at_s)
+        before = [c.in_slo for c in self.seconds[1:k]] or [0]
+        after = [c.in_slo for c in self.seconds[k:]] or [0]
+        return statistics.median(before), min(after)
+
+
+def _load_in_thread(spec: LoadSpec, workdir: Path, tag: str) -> tuple[threading.Thread, list]:
+    box: list = []
+
+    def run() -> None:
+        try:
+            box.append(run_load(spec, workdir, tag))
+        except Exception as err:  # surfaced by the caller after join
+            box.append(err)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
+
+
+def _result(thread: threading.Thread, box: list) -> LoadResult:
+    thread.join()
+    if isinstance(box[0], Exception):
+        raise box[0]
+    return box[0]
+
+
+def _wait_for_traffic(url: str, session: str, timeout_s: float = 30.0) -> float:
+    """When the router first counts an arrival of `session` (k6 takes a while to start)."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            try:
+                rows = client.get(f"{url}/v1/sessions").json()["sessions"]
+                if any(r["id"] == session and r["arrivals"] > 0 for r in rows):
+                    return time.monotonic()
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            time.sleep(0.02)
+    raise TimeoutError("k6 sent nothing through the router")
+
+
+def _sleep_until(t: float) -> None:
+    time.sleep(max(0.0, t - time.monotonic()))
+
+
+def run_tnx(
+    scenario: str,
+    repo: Path,
+    out: Path,
+    cfg: ChaosConfig,
+    seconds: int,
+    fault_at: float,
+    stop_s: float,
+    body: Body,
+) -> ChaosRow:
+    """One scenario on a fresh stage."""
+    work = out / f"tnx-{scenario}"
+    with ChaosStage(repo, work, cfg) as stage:
+        assert stage.watch is not None
+        spec = LoadSpec(
+            targets=[stage.infer_url],
+            body=body,
+            slo_ms=cfg.slo_ms,
+            phases=(Phase("run", cfg.rate, seconds, per_second=True),),
+            timeout_s=10.0,
+        )
+        thread, box = _load_in_thread(spec, work, scenario)
+        t0 = _wait_for_traffic(stage.router_url, stage.session)
+        _sleep_until(t0 + fault_at)
+        notes: list[str] = []
+        row_extra: dict[str, float | None] = {}
+        watch = stage.watch
+        if scenario in SERVER_FAULTS:
+            victim = stage.holder()
+            notes.append(f"failed server: {victim.id} (held the session)")
+            t_fault = time.monotonic()
+            if scenario == "stop":
+                stage.stop_server(victim)
+                row_extra["exclude_s"] = _try(lambda: watch.wait(t_fault, _without(victim.id), 15))
+                _sleep_until(t_fault + stop_s)
+                stage.cont_server(victim)
+            else:
+                stage.kill_server(victim)
+                if scenario == "restart":
+                    stage.restart_server(victim)
+                    notes.append(f"restarted empty, ready {time.monotonic() - t_fault:.1f} s in")
+                else:
+                    row_extra["exclude_s"] = _try(
+                        lambda: watch.wait(t_fault, _without(victim.id), 15)
+                    )
+            t_back = time.monotonic()
+            if scenario == "restart":
+                row_extra["exclude_s"] = watch.first(t_fault, _without(victim.id))
+            if scenario != "kill":
+                row_extra["rejoin_s"] = _try(
+                    lambda: watch.wait(t_back, _with(victim.id), 2 * cfg.epoch_s + 10)
+                )
+                if scenario == "restart" and row_extra["rejoin_s"] is not None:
+                    ready = stage.model_ready(victim)
+                    notes.append(f"model READY on the restarted server: {ready}")
+        elif scenario == "router":
+            t_fault = time.monotonic()
+            stage.kill_router()
+            stage.start_router()
+            row_extra["outage_s"] = time.monotonic() - t_fault
+        elif scenario == "control":
+            before = stage.plan()["revision"]
+            t_fault = time.monotonic()
+            stage.kill_control()
+            stage.start_control()
+            row_extra["outage_s"] = time.monotonic() - t_fault
+            after = stage.plan()["revision"]
+            loads = httpx.get(f"{stage.control_url}/metrics").text
+            notes.append(f"plan revision {before} → {after} after the restart")
+            notes.extend(
+                ln for ln in loads.splitlines() if ln.startswith("tnx_control_model_loads_total")
+            )
+        res = _result(thread, box)
+    per_s = res.seconds("run")
+    return ChaosRow(scenario, "tnx", res.phase("run"), per_s, fault_at, notes=notes, **row_extra)
+
+
+def _without(gpu: str):
+    return lambda gpus: bool(gpus) and gpu not in gpus
+
+
+def _with(gpu: str):
+    return lambda gpus: gpu in gpus
+
+
+def _try(fn) -> float | None:
+    try:
+        return fn()
+    except TimeoutError:
+        return None
+
+
+def run_triton(
+    scenario: str,
+    repo: Path,
+    out: Path,
+    cfg: ChaosConfig,
+    seconds: int,
+    fault_at: float,
+    stop_s: float,
+    body: Body,
+) -> ChaosRow:
+    """The same load round robin straight to the servers, the same fault on the first."""
+    work = out / f"triton-{scenario}"
+    fleet = start_fleet(cfg.servers, repo, work / "fleet")
+    try:
+        for g in fleet.gpus:
+            with TritonServer(g.server) as s:
+                s.load(cfg.model)
+        targets = [f"http://{g.http}/v2/models/{cfg.model}/infer" for g in fleet.gpus]
+        spec = LoadSpec(
+            targets=targets,
+            body=body,
+            slo_ms=cfg.slo_ms,
+            phases=(Phase("run", cfg.rate, seconds, per_second=True),),
+            timeout_s=10.0,
+        )
+        thread, box = _load_in_thread(spec, work, scenario)
+        # No router to count arrivals: k6 starts sending about a second after launch.
+        _sleep_until(time.monotonic() + 1.0 + fault_at)
+        victim = fleet.gpus[0]
+        assert victim.pid is not None
+        import os
+        import signal
+
+        if scenario == "stop":
+            os.killpg(victim.pid, signal.SIGSTOP)
+            time.sleep(stop_s)
+            os.killpg(victim.pid, signal.SIGCONT)
+        else:
+            os.killpg(victim.pid, signal.SIGKILL)
+            if scenario == "restart":
+                fleet = restart_server(fleet, victim.id, repo)
+        res = _result(thread, box)
+    finally:
+        stop_fleet(fleet, grace_s=5)
+    notes = [f"fault on {victim.id}, one of {len(fleet.gpus)} round-robin targets"]
+    return ChaosRow(scenario, "triton", res.phase("run"), res.seconds("run"), fault_at, notes=notes)
+
+
+def _s(v: float | None) -> str:
+    return "—" if v is None else f"{v:.1f} s"
+
+
+def table(rows: list[ChaosRow]) -> list[str]:
+    out = [
+        "| fault | system | sent | in SLO | 503 | other | lost | plan off the server | "
+        "planned again | outage | in-SLO/s before → worst |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c = r.total
+        before, worst = r.dip()
+        out.append(
+            f"| {r.scenario} | {r.system} | {c.sent} | {c.in_slo} ({100 * r.in_slo:.1f} %) | "
+            f"{c.s503} | {c.other} | {c.lost} | {_s(r.exclude_s)} | {_s(r.rejoin_s)} | "
+            f"{_s(r.outage_s)} | {before:.0f} → {worst:.0f} |"
+        )
+    return out
+
+
+def bench_chaos(
+    out: Path = typer.Option(Path("bench-out/chaos"), "--out", help="Working folder."),
+    scenarios: str = typer.Option(",".join(SCENARIOS), "--scenarios", help=",".join(SCENARIOS)),
+    systems: str = typer.Option("tnx,triton", "--systems", help="tnx,triton"),
+    seconds: int = typer.Option(45, "--seconds", help="Length of each run."),
+    fault_at: float = typer.Option(10.0, "--fault-at", help="Seconds into the run."),
+    stop_s: float = typer.Option(10.0, "--stop-s", help="stop: seconds SIGSTOPped."),
+    rate: float = typer.Option(200.0, "--rate", help="Requests per second."),
+    slo_ms: float = typer.Option(100.0, "--slo-ms", help="The session's SLO."),
+    epoch_s: float = typer.Option(5.0, "--epoch-s", help="The control plane's epoch."),
+) -> None:
+    """Server, router and control-plane faults under k6 load; tnx beside Triton alone."""
+    names = [x.strip() for x in scenarios.split(",") if x.strip()]
+    which = [x.strip() for x in systems.split(",") if x.strip()]
+    for n in names:
+        if n not in SCENARIOS:
+            raise UserInputError(f"--scenarios: {n!r} is not one of {', '.join(SCENARIOS)}")
+    for x in which:
+        if x not in ("tnx", "triton"):
+            raise UserInputError(f"--systems: {x!r} is not one of tnx, triton")
+    if not 0 < fault_at < seconds:
+        raise UserInputError(f"--fault-at {fault_at:g}: must lie within --seconds {seconds}")
+    cfg = ChaosConfig(rate=rate, slo_ms=slo_ms, epoch_s=epoch_s)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx = st.export_models([cfg.model], out)
+    repo = st.build_repo(onnx, out / "repo")
+    body = st.write_body(cfg.model, out / "body.bin")
+    rows: list[ChaosRow] = []
+    for n in names:
+        for system in which:
+            if system == "triton" and n not in SERVER_FAULTS:
+                continue
+            typer.echo(f"{n} / {system} ...", err=True)
+            run = run_tnx if system == "tnx" else run_triton
+            row = run(n, repo, out, cfg, seconds, fault_at, stop_s, body)
+            rows.append(row)
+            typer.echo("  " + table([row])[-1], err=True)
+    command = "tnx bench chaos " + shlex.join(sys.argv[3:])
+    lines = [f"`{command.strip()}`", "", *table(rows), ""]
+    for r in rows:
+        if r.notes:
+            lines.append(f"- {r.scenario}/{r.system}: " + "; ".join(r.notes))
+    (out / "chaos.md").write_text("\n".join(lines) + "\n")
+    (out / "chaos.json").write_text(json.dumps([asdict(r) for r in rows], indent=1, default=str))
+    for line in lines:
+        typer.echo(line)
