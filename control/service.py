@@ -108,6 +108,7 @@ class ControlPlane:
         routers: list[str] | None = None,
         config: ControlConfig | None = None,
         actuator: Actuator | None = None,
+        prober: Prober | None = None,
     ) -> None:
         self.fleet, self.repo, self.profiles, self.store = fleet, Path(repo), profiles, store
         self.curves = profiles.curves()
@@ -128,7 +129,7 @@ class ControlPlane:
         self.health = FleetHealth(
             sorted({g.server for g in fleet.gpus}), rejoin_probes=self.config.rejoin_probes
         )
-        self._prober: Prober | None = None
+        self._prober: Prober | None = prober
         self._probe_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         # A change of fleet health not yet re-planned for: (reason, whether a server rejoined)
@@ -188,7 +189,8 @@ class ControlPlane:
 
     async def start(self) -> None:
         self._http = httpx.AsyncClient(timeout=1.0)
-        self._prober = Prober(self.config.probe_timeout_s)
+        if self._prober is None:
+            self._prober = Prober(self.config.probe_timeout_s)
         await self.probe_fleet()  # a server down at start is not planned onto
         self._health_change = None
         last = self.store.last_plan()

@@ -1,0 +1,129 @@
+"""The control plane's failover and failback decisions, with probe answers and actuation faked
+(pure logic around real planning; tests/bench/test_chaos.py runs them on real servers)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from control.actuator import ApplyResult
+from control.service import ControlConfig, ControlPlane
+from control.store import Store
+from control.types import Plan, Session
+from model_repo_tools.fleet import Fleet, FleetGpu
+from model_repo_tools.profiles import ProfileSet
+
+
+class FakeProber:
+    def __init__(self) -> None:
+        self.down: set[str] = set()
+        self.calls = 0
+
+    async def live(self, gpu: FleetGpu) -> tuple[bool, str]:
+        self.calls += 1
+        return (gpu.server not in self.down, "connection refused")
+
+    async def close(self) -> None:
+        pass
+
+
+class FakeActuator:
+    """Records which GPUs each apply was allowed to touch."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[Plan, set[str]]] = []
+
+    def apply(self, plan: Plan, current=None, gpus=None) -> ApplyResult:
+        self.applied.append((plan, set(gpus or ())))
+        return ApplyResult(plan=plan)
+
+    def unload(self, pairs):
+        return pairs
+
+
+def _fleet(n: int) -> Fleet:
+    return Fleet(
+        gpus=[
+            FleetGpu(id=f"triton-{i}/0", gpu_type="cpu", memory_bytes=2**34, server=f"h:{i}")
+            for i in range(n)
+        ]
+    )
+
+
+def _profiles() -> ProfileSet:
+    rows = [{"batch": b, "latency_ms": 2.0 + 0.5 * b, "memory_bytes": 1} for b in (1, 2, 4, 8)]
+    return ProfileSet.model_validate(
+        {"profiles": [{"model": "m", "gpu_type": "cpu", "batches": rows}]}
+    )
+
+
+def _used(cp: ControlPlane) -> set[str]:
+    assert cp.current is not None
+    return {g.gpu for g in cp.current.plan.gpus}
+
+
+def test_failover_moves_sessions_off_a_dead_server_and_failback_restores(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        prober, act = FakeProber(), FakeActuator()
+        cp = ControlPlane(
+            _fleet(3),
+            tmp_path,
+            _profiles(),
+            Store(":memory:"),
+            config=ControlConfig(probe_s=3600, tick_s=3600, rejoin_probes=2),
+            actuator=act,  # type: ignore[arg-type]
+            prober=prober,  # type: ignore[arg-type]
+        )
+        cp.store.put_session(Session(id="s", model="m", slo_ms=100, rate=50))
+        await cp.start()
+        try:
+            [home] = _used(cp)
+            server = cp.fleet.by_id()[home].server
+            prober.down.add(server)
+            assert await cp.probe_fleet() == [(server, "down")]
+            await cp.tick()  # woken at once: no epoch, no min interval
+            assert home not in _used(cp) and _used(cp)
+            assert home not in act.applied[-1][1]  # nothing asked of the dead server
+            assert cp.current is not None and cp.current.reason.startswith("failover")
+            # Back: it must answer twice in a row before it is planned again.
+            prober.down.clear()
+            assert await cp.probe_fleet() == []
+            assert await cp.probe_fleet() == [(server, "up")]
+            await cp.tick()
+            assert _used(cp) == {home}  # the sessions went back where they were
+            assert cp.current.reason.startswith("failback")
+        finally:
+            await cp.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_router_report_probes_at_once_and_all_servers_down_unplaces(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        prober, act = FakeProber(), FakeActuator()
+        cp = ControlPlane(
+            _fleet(1),
+            tmp_path,
+            _profiles(),
+            Store(":memory:"),
+            config=ControlConfig(probe_s=3600, tick_s=3600),
+            actuator=act,  # type: ignore[arg-type]
+            prober=prober,  # type: ignore[arg-type]
+        )
+        cp.store.put_session(Session(id="s", model="m", slo_ms=100, rate=50))
+        await cp.start()
+        try:
+            prober.down.add("h:0")
+            calls = prober.calls
+            assert cp.report("triton-0/0", healthy=False, error="connection refused") is True
+            await asyncio.sleep(0.01)
+            assert prober.calls == calls + 1 and not cp.health.is_up("h:0")
+            await cp.tick()
+            assert cp.current is not None and cp.current.plan.gpus == []
+            [u] = cp.current.plan.unplaced
+            assert u.session == "s" and "no live server" in u.reason and u.model == "m"
+            assert cp.report("triton-0/0", healthy=True) is False  # healthy reports do nothing
+        finally:
+            await cp.stop()
+
+    asyncio.run(scenario())
