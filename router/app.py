@@ -35,7 +35,7 @@ from exporters.errors import ServerError
 from model_repo_tools.fleet import Fleet
 from model_repo_tools.profiles import LatencyCurve
 from router import kserve
-from router.driver import AsyncRouter, Backend
+from router.driver import MIN_GRACE_MS, AsyncRouter, Backend
 from router.infer_route import (
     ClientGone,
     HttpError,
@@ -106,8 +106,11 @@ class RouterService:
         max_body_bytes: int = DEFAULT_MAX_BODY,
         reserve_ms: float = 2.0,
         max_pending: int = DEFAULT_MAX_PENDING,
+        grace_ms: float = MIN_GRACE_MS,
     ) -> None:
         self.plan, self.fleet, self.curves = plan, fleet, curves
+        # How long a batch may run past its last deadline before its server counts as failed.
+        self.grace_ms = grace_ms
         self.drop = drop
         self.max_body_bytes = max_body_bytes
         self.max_pending = max_pending
@@ -137,7 +140,11 @@ class RouterService:
         health = getattr(self._backend, "healthy", None)
         policy = BatchPolicy(self.plan, self.curves, drop=self.drop)
         self.router = AsyncRouter(
-            policy, self._backend, health=health, on_event=self.metrics.on_event
+            policy,
+            self._backend,
+            health=health,
+            on_event=self.metrics.on_event,
+            grace_ms=self.grace_ms,
         )
         router = self.router
         self.metrics.watch_latency(lambda: router.policy.latency.corrections(router.now()))

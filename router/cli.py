@@ -18,6 +18,7 @@ def build_service(
     max_body_mb: float = 64.0,
     source: str | None = None,
     reserve_ms: float = 2.0,
+    grace_ms: float | None = None,
 ):
     """A RouterService from contract files (paths) or already-loaded contracts."""
     from control.types import Plan
@@ -47,6 +48,7 @@ def build_service(
         drop=drop,  # type: ignore[arg-type]
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         reserve_ms=reserve_ms,
+        **({} if grace_ms is None else {"grace_ms": grace_ms}),
     )
 
 
@@ -65,6 +67,12 @@ def serve(
     reserve_ms: float = typer.Option(
         2.0, "--reserve-ms", help="Milliseconds of each SLO kept back for writing the answer."
     ),
+    grace_ms: float | None = typer.Option(
+        None,
+        "--batch-grace-ms",
+        help="How long a batch may run past its last deadline (at least its expected "
+        "time) before its server counts as failed. Default 50.",
+    ),
 ) -> None:
     """Serve KServe v2 on HOST:PORT, batching and dropping as the plan prescribes."""
     import uvicorn
@@ -79,11 +87,20 @@ def serve(
 
         p, revision, f, prof = asyncio.run(initial_state(control))
         service = build_service(
-            p, f, prof, drop, max_body_mb, source=f"{control}/v1/profiles", reserve_ms=reserve_ms
+            p,
+            f,
+            prof,
+            drop,
+            max_body_mb,
+            source=f"{control}/v1/profiles",
+            reserve_ms=reserve_ms,
+            grace_ms=grace_ms,
         )
         service.revision = revision
     elif plan and fleet and profiles:
-        service = build_service(plan, fleet, profiles, drop, max_body_mb, reserve_ms=reserve_ms)
+        service = build_service(
+            plan, fleet, profiles, drop, max_body_mb, reserve_ms=reserve_ms, grace_ms=grace_ms
+        )
     else:
         raise UserInputError("give --plan, --fleet and --profiles, or --control URL")
     typer.echo(

@@ -7,10 +7,15 @@ servers (httpx's transport pattern). Every submitted request resolves exactly
 once, to `Answered` or `Dropped`, also when the router shuts down.
 
 A backend exception or a batch past its timeout marks the GPU down (the
-policy re-homes or drops the batch's requests); an optional async `health`
-probe then polls the GPU and brings it back with `mark_up`. A backend that
-raises `BatchRejectedError` says the inputs were refused by a healthy server:
-the batch's requests are dropped `rejected` and the GPU stays up.
+policy retries the batch's requests once on another GPU, or drops them); an
+optional async `health` probe then polls the GPU and brings it back with
+`mark_up`. A backend that raises `BatchRejectedError` says the inputs were
+refused by a healthy server: the batch's requests are dropped `rejected` and
+the GPU stays up.
+
+Every call carries a deadline derived from the batch's own (`batch_timeout_ms`):
+a server that is dead, stopped (SIGSTOP) or stuck in a model is found by the
+first batch sent to it, one SLO later, never a fixed number of seconds.
 """
 
 from __future__ import annotations
@@ -50,9 +55,14 @@ class Backend(Protocol):
     request contributes `n_samples` rows), calls the server once and splits
     the answer back. Raise `BatchRejectedError` when the server refuses the
     inputs; any other exception counts as a server failure.
+
+    `timeout_s` is the time left for the call; a backend hands it to its transport
+    (gRPC's deadline) where it can. The driver cancels the call at that time anyway.
     """
 
-    async def infer(self, gpu: str, model: str, batch: Sequence[Request]) -> Sequence[Any]: ...
+    async def infer(
+        self, gpu: str, model: str, batch: Sequence[Request], *, timeout_s: float | None = None
+    ) -> Sequence[Any]: ...
 
 
 class BatchRejectedError(ServerError):
@@ -70,8 +80,38 @@ class BatchEnded:
     error: str = ""
 
 
-Event = Action | BatchEnded
+@dataclass(slots=True, frozen=True)
+class GpuUp:
+    """Reported to `on_event` when a GPU that was down is taken back into service."""
+
+    gpu: str
+
+
+Event = Action | BatchEnded | GpuUp
 HealthProbe = Callable[[str], Awaitable[bool]]
+
+# The grace is at least this, and at least l(b): one slow batch on a noisy machine
+# (a GC pause, a page fault, two cores shared with the servers) must not take a
+# healthy server out of service.
+MIN_GRACE_MS = 50.0
+# The grace of a GPU's first batch of a model, at start and after each failure: it pays
+# for what a server does once (the model's first run, a new connection, the router's
+# first metadata fetch eating into the request's SLO), ~100-300 ms on two shared cores.
+COLD_GRACE_MS = 1000.0
+
+
+def batch_timeout_ms(
+    d: Dispatch, started: float, factor: float = 2.0, grace_ms: float = MIN_GRACE_MS
+) -> float:
+    """How long the batch `d`, sent at `started`, may take before its server counts as failed:
+    max(latest deadline of its requests - started, factor x l(b)) + max(grace_ms, l(b)).
+
+    Past its last deadline no request of the batch can be on time any more, so waiting
+    longer only keeps the GPU's next batches waiting on a server that may be gone;
+    `factor` x l(b) covers a batch sent already late (drop mode `none`, a probe).
+    """
+    latest = max(r.deadline for r in d.requests)
+    return max(latest - started, factor * d.expected_ms) + max(grace_ms, d.expected_ms)
 
 
 class AsyncRouter:
@@ -80,8 +120,10 @@ class AsyncRouter:
     - `clock`: where time comes from (`LoopClock()` = time.monotonic in ms).
     - `health`: `async (gpu) -> bool`, polled every `probe_interval_ms` while a GPU
       is down; True brings it back. Without it, only `mark_up` does.
-    - Batch timeout: max(`min_timeout_ms`, `timeout_factor` x the policy's l(b)).
-    - `on_event(now, event)`: sees every Dispatch, Drop, WakeAt and BatchEnded.
+    - Batch timeout: `batch_timeout_ms(dispatch, started, timeout_factor, grace_ms)`,
+      with `cold_grace_ms` instead for a GPU's first batch of a model (since start or
+      its last failure); a timeout is a failure (GPU down, requests retried once or dropped).
+    - `on_event(now, event)`: sees every Dispatch, Drop, WakeAt, BatchEnded and GpuUp.
 
     All methods must be called from the event loop's thread.
     """
@@ -93,9 +135,10 @@ class AsyncRouter:
         *,
         clock: Clock | None = None,
         health: HealthProbe | None = None,
-        probe_interval_ms: float = 1000.0,
-        min_timeout_ms: float = 1000.0,
-        timeout_factor: float = 10.0,
+        probe_interval_ms: float = 500.0,
+        timeout_factor: float = 2.0,
+        grace_ms: float = MIN_GRACE_MS,
+        cold_grace_ms: float = COLD_GRACE_MS,
         on_event: Callable[[float, Event], None] | None = None,
     ) -> None:
         self.policy = policy
@@ -103,8 +146,11 @@ class AsyncRouter:
         self._clock: Clock = clock or LoopClock()
         self._health = health
         self._probe_interval = probe_interval_ms
-        self._min_timeout = min_timeout_ms
         self._timeout_factor = timeout_factor
+        self._grace = grace_ms
+        self._cold_grace = max(grace_ms, cold_grace_ms)
+        # (gpu, model) that answered a batch since the GPU last failed: they are warm.
+        self._warm: set[tuple[str, str]] = set()
         self._on_event = on_event
         self._futures: dict[Request, asyncio.Future[Outcome]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -165,7 +211,11 @@ class AsyncRouter:
         probe = self._probes.pop(gpu, None)
         if probe is not None and probe is not asyncio.current_task():
             probe.cancel()
-        self._apply(self.policy.mark_up(self._clock.now(), gpu))
+        was_down = not self.policy.is_up(gpu)
+        now = self._clock.now()
+        self._apply(self.policy.mark_up(now, gpu))
+        if was_down:
+            self._emit(now, GpuUp(gpu))
 
     def switch_plan(self, plan: Plan) -> None:
         """Install a new plan (raises UserInputError, changing nothing, if it is invalid)."""
@@ -253,13 +303,16 @@ class AsyncRouter:
             timed_out = True
             task.cancel()
 
-        budget = max(self._min_timeout, self._timeout_factor * d.expected_ms)
+        warm = (d.gpu, d.model) in self._warm
+        grace = self._grace if warm else self._cold_grace
+        budget = batch_timeout_ms(d, started, self._timeout_factor, grace)
         timer = self._clock.call_at(started + budget, on_timeout)
         status: BatchStatus = "ok"
         error = ""
         results: Sequence[Any] = ()
         try:
-            results = await self._backend.infer(d.gpu, d.model, d.requests)
+            left_s = max(started + budget - self._clock.now(), 1.0) / 1000.0
+            results = await self._backend.infer(d.gpu, d.model, d.requests, timeout_s=left_s)
         except asyncio.CancelledError:
             if not timed_out:
                 raise  # we are being cancelled ourselves (shutdown)
@@ -279,6 +332,11 @@ class AsyncRouter:
         if status != "ok":
             log.warning("batch %d on %s %s: %s", d.batch_id, d.gpu, status, error)
         self._emit(now, BatchEnded(d, status, started, now, error))
+        if status == "failed":
+            # A server that comes back may have been restarted: every model cold again.
+            self._warm = {w for w in self._warm if w[0] != d.gpu}
+        else:
+            self._warm.add((d.gpu, d.model))
         if status == "ok":
             for r, result in zip(d.requests, results, strict=True):
                 self._resolve(r, Answered(r, result, d.gpu, started, now))

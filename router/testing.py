@@ -69,7 +69,7 @@ class FakeBackend:
     """A Backend on a VirtualClock: a batch of n samples takes `latency(gpu, model, n)` ms.
 
     `fail[gpu]` is raised (instead of running) while set; `hang` GPUs never answer.
-    Each answer is `(gpu, request.id)`.
+    Each answer is `(gpu, request.id)`; `timeouts` records each call's `timeout_s`.
     """
 
     def __init__(self, clock: VirtualClock, latency: Callable[[str, str, int], float]) -> None:
@@ -78,9 +78,13 @@ class FakeBackend:
         self.fail: dict[str, Exception] = {}
         self.hang: set[str] = set()
         self.calls: list[tuple[float, str, list[int | str]]] = []
+        self.timeouts: list[float | None] = []
 
-    async def infer(self, gpu: str, model: str, batch: Sequence[Request]) -> list[object]:
+    async def infer(
+        self, gpu: str, model: str, batch: Sequence[Request], *, timeout_s: float | None = None
+    ) -> list[object]:
         self.calls.append((self.clock.now(), gpu, [r.id for r in batch]))
+        self.timeouts.append(timeout_s)
         if gpu in self.fail:
             raise self.fail[gpu]
         if gpu in self.hang:

@@ -88,11 +88,13 @@ class TritonBackend:
         return stub
 
     async def infer(
-        self, gpu: str, model: str, batch: Sequence[Request]
+        self, gpu: str, model: str, batch: Sequence[Request], *, timeout_s: float | None = None
     ) -> list[dict[str, np.ndarray]]:
         """One call with the batch's inputs concatenated on axis 0, sliced back per request:
         over HTTP (router.triton_http) where the fleet gives the server's HTTP address, else
-        over gRPC."""
+        over gRPC with `timeout_s` (else the backend's own) as the call's deadline. The HTTP
+        call has none of its own: the driver cancels it at its deadline, which closes its
+        connection."""
         first = batch[0].payload
         if len(batch) == 1:
             inputs = first
@@ -102,7 +104,7 @@ class TritonBackend:
         if http is not None:
             outputs = await http.infer(model, inputs)
         else:
-            outputs = await self._grpc_infer(gpu, model, inputs)
+            outputs = await self._grpc_infer(gpu, model, inputs, timeout_s)
         if len(batch) == 1:
             return [outputs]
         answers, start = [], 0
@@ -122,7 +124,7 @@ class TritonBackend:
         return client
 
     async def _grpc_infer(
-        self, gpu: str, model: str, inputs: dict[str, np.ndarray]
+        self, gpu: str, model: str, inputs: dict[str, np.ndarray], timeout_s: float | None
     ) -> dict[str, np.ndarray]:
         """One ModelInfer call, built straight as protobuf (tritonclient's InferInput and
         InferResult wrappers cost more than the call's own Python side at batch 1)."""
@@ -136,7 +138,9 @@ class TritonBackend:
             request.inputs.add(name=name, datatype=datatype, shape=array.shape)
             request.raw_input_contents.append(kserve.to_binary(array, datatype))
         try:
-            response = await self._stub(gpu).ModelInfer(request, timeout=self._timeout_s)
+            response = await self._stub(gpu).ModelInfer(
+                request, timeout=self._timeout_s if timeout_s is None else timeout_s
+            )
         except grpc.aio.AioRpcError as err:
             msg = ((err.details() or str(err.code())).strip().splitlines() or [""])[0]
             if err.code() == grpc.StatusCode.INVALID_ARGUMENT:

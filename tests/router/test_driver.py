@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import pytest
 
 from router.clock import LoopClock, VirtualClock
-from router.driver import AsyncRouter, BatchEnded, BatchRejectedError
+from router.driver import AsyncRouter, BatchEnded, BatchRejectedError, batch_timeout_ms
 from router.policy import BatchPolicy
 from router.testing import FakeBackend, curve_latency, curves, one_gpu_policy, plan
-from router.types import Answered, Dropped, Request
+from router.types import Answered, Dispatch, Dropped, Request
 
 
 def _router(
@@ -103,14 +103,57 @@ async def test_health_probe_brings_the_gpu_back() -> None:
 
 
 async def test_timeout_counts_as_failure() -> None:
-    router, clock, backend = _router(_shared(), min_timeout_ms=30.0, timeout_factor=1.0)
+    events: list[object] = []
+    router, clock, backend = _router(
+        _shared(), grace_ms=10.0, cold_grace_ms=0.0, on_event=lambda now, e: events.append(e)
+    )
     backend.hang.add("g0")
     fut = router.submit(router.request("s"))  # to g0, which never answers
     await clock.run()
     out = fut.result()
-    # Timed out at 30 ms; 30 + l(1) = 35 <= deadline 50, so g1 served it.
-    assert isinstance(out, Answered) and out.gpu == "g1" and out.dispatched == pytest.approx(30.0)
+    # Timed out at its deadline 50 + grace max(10, l(1)=5) = 60 ms: the GPU is down, and
+    # the retry on g1 could not be on time any more.
+    assert isinstance(out, Dropped) and out.reason == "server_down"
+    assert out.at == pytest.approx(60.0)
+    (ended,) = [e for e in events if isinstance(e, BatchEnded)]
+    assert ended.status == "failed" and "timed out after 60 ms" in ended.error
+    assert backend.timeouts == [pytest.approx(0.060)]  # the transport carries the deadline
     assert not router.policy.is_up("g0")
+    later = router.submit(router.request("s"))
+    await clock.run()
+    assert isinstance(later.result(), Answered) and later.result().gpu == "g1"  # type: ignore[union-attr]
+
+
+async def test_a_gpus_first_batch_gets_the_cold_grace() -> None:
+    # alpha 0: the policy keeps believing the profile, so the second request is sent too.
+    policy = BatchPolicy(plan(("g0", 20.0, [("s", "m", 4, 50.0)])), curves(), alpha=0.0)
+    router, clock, backend = _router(policy, grace_ms=10.0, cold_grace_ms=300.0)
+    backend.latency = lambda gpu, model, n: 200.0  # cold: the model's first run
+    first = router.submit(router.request("s"))  # deadline 50, times out at 50 + 300
+    await clock.run()
+    assert isinstance(first.result(), Answered)  # late, but the server stays up
+    assert router.policy.is_up("g0")
+    t0 = clock.now()
+    second = router.submit(router.request("s"))  # warm now: 50 + max(10, l) past its start
+    await clock.run()
+    out = second.result()
+    assert isinstance(out, Dropped) and out.reason == "server_down"
+    assert out.at - t0 == pytest.approx(50.0 + 10.0)
+
+
+def test_batch_timeout_follows_the_batch_deadline() -> None:
+    def batch(deadlines: list[float], expected: float) -> Dispatch:
+        rs = tuple(Request(i, "s", 0.0, d) for i, d in enumerate(deadlines))
+        return Dispatch("g0", "s", "m", rs, 0, len(rs), expected)
+
+    # The latest deadline, plus the grace (at least 50 ms).
+    assert batch_timeout_ms(batch([40.0, 90.0], 8.0), 10.0) == pytest.approx(80.0 + 50.0)
+    # A batch sent already late still gets twice its expected time, and a long batch at
+    # least its own length as grace.
+    assert batch_timeout_ms(batch([5.0], 80.0), 10.0) == pytest.approx(160.0 + 80.0)
+    assert batch_timeout_ms(batch([5.0], 8.0), 10.0, factor=3.0, grace_ms=0.0) == pytest.approx(
+        24.0 + 8.0
+    )
 
 
 async def test_rejected_batch_is_dropped_with_the_servers_reason() -> None:
@@ -125,7 +168,9 @@ async def test_rejected_batch_is_dropped_with_the_servers_reason() -> None:
 
 async def test_wrong_number_of_results_is_a_failure() -> None:
     class Short:
-        async def infer(self, gpu: str, model: str, batch: Sequence[Request]) -> list[object]:
+        async def infer(
+            self, gpu: str, model: str, batch: Sequence[Request], *, timeout_s: float | None = None
+        ) -> list[object]:
             return []
 
     router = AsyncRouter(one_gpu_policy(), Short(), clock=VirtualClock())
@@ -150,7 +195,9 @@ async def test_shutdown_answers_everything_once() -> None:
 
 async def test_real_clock_round_trip() -> None:
     class Echo:
-        async def infer(self, gpu: str, model: str, batch: Sequence[Request]) -> list[object]:
+        async def infer(
+            self, gpu: str, model: str, batch: Sequence[Request], *, timeout_s: float | None = None
+        ) -> list[object]:
             await asyncio.sleep(0.002)
             return [r.payload * 2 for r in batch]
 

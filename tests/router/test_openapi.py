@@ -45,7 +45,9 @@ EXAMPLES = 25  # per operation: about 4 s for the 19 operations on two cores
 
 
 class _NoBackend:
-    async def infer(self, gpu: str, model: str, batch: list) -> list:
+    async def infer(
+        self, gpu: str, model: str, batch: list, *, timeout_s: float | None = None
+    ) -> list:
         raise AssertionError("no request reaches a server here")
 
 

@@ -146,7 +146,9 @@ async def test_asyncio_driver_answers_every_request_once_despite_faults(
     rng = random.Random(seed)
 
     class Flaky(FakeBackend):
-        async def infer(self, gpu: str, model: str, batch: Sequence[Request]) -> list[object]:
+        async def infer(
+            self, gpu: str, model: str, batch: Sequence[Request], *, timeout_s: float | None = None
+        ) -> list[object]:
             fault = rng.choice(faults)
             if fault == "fail":
                 raise ConnectionError("boom")
@@ -165,7 +167,7 @@ async def test_asyncio_driver_answers_every_request_once_despite_faults(
         clock=clock,
         health=health,
         probe_interval_ms=20.0,
-        min_timeout_ms=50.0,
+        grace_ms=50.0,
     )
     futs: list[asyncio.Future] = []
     for r in trace:

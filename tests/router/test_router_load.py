@@ -39,8 +39,12 @@ def one_server(model_repo: Path, tmp_path: Path):
 
 def test_after_a_stall_the_router_serves_again(one_server, start_router, tmp_path: Path) -> None:
     """Issue 8's lock-out, replayed on a real server: a batch that takes 100x its SLO made
-    the old correction drop every later request, for as long as the router ran."""
-    router = start_router(*write_inputs(tmp_path, one_server, slo_ms=100.0))
+    the old correction drop every later request, for as long as the router ran. The grace
+    is raised so that the stalled batch is answered (late) and the correction sees it; with
+    the default, a stall this long is a hung server (test_failover.py)."""
+    router = start_router(
+        *write_inputs(tmp_path, one_server, slo_ms=100.0), "--batch-grace-ms", "2000"
+    )
     server = one_server.gpus[0]
     with httpx.Client(base_url=router.url, timeout=30) as c:
         for _ in range(5):
