@@ -6,8 +6,9 @@ GPU's server once, and slices every output back by the requests' sample
 counts. The call goes over Triton's HTTP endpoint (`router.triton_http`, the
 cheaper path from Python) where the fleet names it, else over gRPC. A refusal
 of the inputs (HTTP 400, gRPC INVALID_ARGUMENT: bad shape, batch too large) is
-the request's fault and leaves the GPU up; anything else marks it down.
-Metadata, configuration and health go through `tritonclient.grpc.aio`.
+the request's fault and leaves the GPU up; anything else, a server that lost
+the model included, marks it down (`router.triton_errors`). Metadata,
+configuration and health go through `tritonclient.grpc.aio`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ import numpy as np
 from exporters.errors import ServerError
 from model_repo_tools.fleet import Fleet
 from router import kserve
-from router.driver import BatchRejectedError
+from router.triton_errors import triton_error
 from router.triton_http import HttpInferClient
 from router.types import Request
 
-_REJECT_STATUSES = {"StatusCode.INVALID_ARGUMENT", "400"}
 # A model reloaded with a new configuration (the actuator's overrides) shows within one
 # control epoch (30 s by default); perf_analyzer reads the config once per run.
 CONFIG_TTL_S = 30.0
@@ -143,9 +143,8 @@ class TritonBackend:
             )
         except grpc.aio.AioRpcError as err:
             msg = ((err.details() or str(err.code())).strip().splitlines() or [""])[0]
-            if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise BatchRejectedError(f"{self.server(gpu)}: {model}: {msg}") from None
-            raise ServerError(f"{self.server(gpu)}: {model}: {msg}") from None
+            refused = err.code() == grpc.StatusCode.INVALID_ARGUMENT
+            raise triton_error(f"{self.server(gpu)}: {model}", msg, refused=refused) from None
         return {
             o.name: kserve.from_binary(
                 memoryview(raw), o.datatype, list(o.shape), f"{self.server(gpu)}: {model}"

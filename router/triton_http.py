@@ -8,10 +8,12 @@ parsed by httptools. Measured here against tritonclient's gRPC aio client on a
 0.5 ms of CPU (BENCHMARKS.md), which is most of what the router adds to a request.
 
 One request at a time per connection; a pool keeps the idle ones per server.
-A call that is cancelled (the driver's batch timeout) closes its connection,
-since its answer may still arrive on it. Errors: a 400 from Triton is the
-batch's fault (`BatchRejectedError`); anything else, the connection's
-included, is a `ServerError`.
+A call has no timeout of its own: the driver cancels it at the batch's
+deadline, and a cancelled call closes its connection, since its answer may
+still arrive on it. Errors: a 400 from Triton is the batch's fault
+(`BatchRejectedError`) unless it says the server lacks the model
+(`router.triton_errors`); anything else, the connection's included, is a
+`ServerError`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 
 from exporters.errors import ServerError
 from router import kserve
+from router.triton_errors import triton_error
 
 _HEADER = b"inference-header-content-length"
 
@@ -119,11 +122,10 @@ class HttpInferClient:
         elif not conn.closed:
             conn.abort()
         if status != 200:
-            from router.driver import BatchRejectedError
-
-            message = _error_message(body)
-            error = BatchRejectedError if status == 400 else ServerError
-            raise error(f"{self.address}: {model}: HTTP {status}: {message}")
+            where = f"{self.address}: {model}"
+            raise triton_error(
+                where, f"HTTP {status}: {_error_message(body)}", refused=status == 400
+            )
         return _decode(body, headers.get(_HEADER), f"{self.address}: {model}")
 
     async def close(self) -> None:
