@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ from exporters.errors import ServerError
 from model_repo_tools.fleet import Fleet
 from model_repo_tools.profiles import LatencyCurve
 from router import kserve
-from router.driver import MIN_GRACE_MS, AsyncRouter, Backend
+from router.driver import MIN_GRACE_MS, AsyncRouter, Backend, Event, HealthProbe
 from router.infer_route import (
     ClientGone,
     HttpError,
@@ -48,6 +49,8 @@ from router.infer_route import (
 from router.metrics import RouterMetrics
 from router.policy import BatchPolicy
 from router.types import NO_SESSION, REJECTED, TOO_LARGE, Answered, DropMode
+
+log = logging.getLogger(__name__)
 
 SLO_HEADER = "x-slo-ms"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
@@ -118,6 +121,8 @@ class RouterService:
         # client's read), kept back from every deadline.
         self.reserve_ms = reserve_ms
         self.metrics = RouterMetrics()
+        # Hooks that see the driver's events besides the metrics (e.g. health reports).
+        self.listeners: list[Callable[[float, Event], None]] = []
         self._backend = backend
         self._models: dict[str, ModelInfo] = {}
         self._meta_lock = asyncio.Lock()
@@ -137,17 +142,49 @@ class RouterService:
             from router.triton_backend import TritonBackend
 
             self._backend = TritonBackend(self.fleet)
-        health = getattr(self._backend, "healthy", None)
+        health = self._health_probe()
         policy = BatchPolicy(self.plan, self.curves, drop=self.drop)
         self.router = AsyncRouter(
             policy,
             self._backend,
             health=health,
-            on_event=self.metrics.on_event,
+            on_event=self._event_hook(),
             grace_ms=self.grace_ms,
         )
         router = self.router
         self.metrics.watch_latency(lambda: router.policy.latency.corrections(router.now()))
+
+    def _event_hook(self) -> Callable[[float, Event], None]:
+        hooks = [self.metrics.on_event, *self.listeners]
+        if len(hooks) == 1:
+            return hooks[0]  # the usual case: no extra call per event
+
+        def each(now: float, event: Event) -> None:
+            for hook in hooks:
+                try:
+                    hook(now, event)
+                except Exception:  # one broken hook must not silence the others
+                    log.exception("event hook %r failed", hook)
+
+        return each
+
+    def _health_probe(self) -> HealthProbe | None:
+        """The driver's probe of a down GPU: with a backend that can tell (`ready`), the
+        server is ready and so is every model the current plan runs on that GPU; else the
+        backend's `healthy`, if any."""
+        ready = getattr(self._backend, "ready", None)
+        if ready is None:
+            return getattr(self._backend, "healthy", None)
+
+        async def probe(gpu: str) -> bool:
+            return bool(await ready(gpu, self.models_on(gpu)))
+
+        return probe
+
+    def models_on(self, gpu: str) -> list[str]:
+        """The models the current plan runs on `gpu`."""
+        models = {a.model for g in self.plan.gpus if g.gpu == gpu for a in g.allocations}
+        return sorted(models)
 
     async def stop(self) -> None:
         if self.router is not None:
@@ -369,10 +406,18 @@ class _RouterApp(FastAPI):
 
 
 def create_app(service: RouterService, control: str | None = None) -> FastAPI:
-    """The ASGI app; with `control`, it follows that control plane's plan revisions."""
+    """The ASGI app; with `control`, it follows that control plane's plan revisions and
+    reports GPU health to it (`router.reports`)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        poster = None
+        if control is not None:
+            from router.reports import ControlPoster, HealthReports
+
+            # Failed batches and GPUs back up, told to the control plane (issue 9).
+            poster = ControlPoster(control)
+            service.listeners.append(HealthReports(poster).on_event)
         await service.start()
         follower = None
         if control is not None:
@@ -387,6 +432,8 @@ def create_app(service: RouterService, control: str | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await follower
             await service.stop()
+            if poster is not None:
+                await poster.aclose()
 
     app = _RouterApp(service.infer, title="tnx router", lifespan=lifespan)
     app.state.service = service

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,9 @@ from router.triton_errors import triton_error
 from router.triton_http import HttpInferClient
 from router.types import Request
 
+# A health probe's call: a live server answers in a millisecond; one that is stopped
+# (SIGSTOP) or swamped must not hold the probe past its next tick.
+PROBE_TIMEOUT_S = 0.5
 # A model reloaded with a new configuration (the actuator's overrides) shows within one
 # control epoch (30 s by default); perf_analyzer reads the config once per run.
 CONFIG_TTL_S = 30.0
@@ -152,14 +155,25 @@ class TritonBackend:
             for o, raw in zip(response.outputs, response.raw_output_contents, strict=True)
         }
 
-    async def healthy(self, gpu: str) -> bool:
-        """Health probe: the server answers ready."""
+    async def ready(self, gpu: str, models: Iterable[str] = ()) -> bool:
+        """Health probe: the GPU's server answers ready, and so does each of `models` on it
+        (a server restarted empty is up but serves nothing)."""
         from tritonclient.utils import InferenceServerException
 
+        client = self._client(gpu)
         try:
-            return bool(await self._client(gpu).is_server_ready(client_timeout=2.0))
+            if not await client.is_server_ready(client_timeout=PROBE_TIMEOUT_S):
+                return False
+            for model in models:
+                if not await client.is_model_ready(model, client_timeout=PROBE_TIMEOUT_S):
+                    return False
         except (InferenceServerException, OSError):
             return False
+        return True
+
+    async def healthy(self, gpu: str) -> bool:
+        """Health probe of the server alone."""
+        return await self.ready(gpu)
 
     async def metadata(self, gpu: str, model: str) -> tuple[dict[str, Any], int]:
         """(model metadata as Triton's HTTP JSON, max_batch_size) from the GPU's server."""
