@@ -37,6 +37,7 @@ from bench.chaos_stage import ChaosConfig, ChaosStage
 from bench.open_loop import Body, Counts, LoadResult, LoadSpec, Phase, run_load
 from deploy.fleet import restart_server, start_fleet, stop_fleet
 from exporters.errors import UserInputError
+from model_repo_tools.fleet import FleetGpu
 from model_repo_tools.triton_client import TritonServer
 
 SCENARIOS = ("kill", "stop", "restart", "router", "control")
@@ -155,13 +156,16 @@ def run_tnx(
             t_back = time.monotonic()
             if scenario == "restart":
                 row_extra["exclude_s"] = watch.first(t_fault, _without(victim.id))
-            if scenario != "kill":
+            if scenario == "stop":
                 row_extra["rejoin_s"] = _try(
                     lambda: watch.wait(t_back, _with(victim.id), 2 * cfg.epoch_s + 10)
                 )
-                if scenario == "restart" and row_extra["rejoin_s"] is not None:
-                    ready = stage.model_ready(victim)
-                    notes.append(f"model READY on the restarted server: {ready}")
+            elif scenario == "restart":
+                # Back in use: planned there, and the model loaded there again.
+                row_extra["rejoin_s"] = _try(
+                    lambda: _wait_reloaded(stage, victim, t_back, 2 * cfg.epoch_s + 10)
+                )
+                notes.append(f"model READY on the restarted server: {stage.model_ready(victim)}")
         elif scenario == "router":
             t_fault = time.monotonic()
             stage.kill_router()
@@ -182,6 +186,17 @@ def run_tnx(
         res = _result(thread, box)
     per_s = res.seconds("run")
     return ChaosRow(scenario, "tnx", res.phase("run"), per_s, fault_at, notes=notes, **row_extra)
+
+
+def _wait_reloaded(stage: ChaosStage, gpu: FleetGpu, after: float, timeout_s: float) -> float:
+    assert stage.watch is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        used = stage.watch.first(after, _with(gpu.id)) is not None
+        if used and stage.model_ready(gpu):
+            return time.monotonic() - after
+        time.sleep(0.1)
+    raise TimeoutError(f"{gpu.id} not reloaded within {timeout_s:g} s")
 
 
 def _without(gpu: str):

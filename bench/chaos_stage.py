@@ -27,6 +27,7 @@ import httpx
 from bench import router_setup as st
 from deploy.fleet import free_port, restart_server, start_fleet, stop_fleet
 from deploy.services import Service, spawn
+from exporters.errors import ServerError
 from model_repo_tools.fleet import Fleet, FleetGpu
 from model_repo_tools.triton_client import TritonServer
 
@@ -233,8 +234,11 @@ class ChaosStage:
         raise LookupError(f"the plan serves no {self.session!r}")
 
     def model_ready(self, gpu: FleetGpu) -> bool:
-        with TritonServer(gpu.server) as s:
-            return s.is_model_ready(self.cfg.model)
+        try:
+            with TritonServer(gpu.server) as s:
+                return s.is_model_ready(self.cfg.model)
+        except ServerError:
+            return False
 
     # ---- faults ---------------------------------------------------------------------
 

@@ -204,7 +204,10 @@ class Actuator:
         which unloads are due once the routers use the returned plan. `gpus`: the GPUs
         whose state may be read and changed (the live ones); default all."""
         current = self.observe(gpus) if current is None else current
-        todo = changes(current, desired_state(plan))
+        desired = desired_state(plan)
+        if gpus is not None:
+            desired = {g: models for g, models in desired.items() if g in gpus}
+        todo = changes(current, desired)
         result = ApplyResult(plan=plan, pending_unloads=todo.unloads)
         if todo.loads:
             with cf.ThreadPoolExecutor(max_workers=min(8, len(todo.loads))) as pool:

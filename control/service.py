@@ -137,8 +137,9 @@ class ControlPlane:
         # The plan in force when the first server of the current outage failed: where the
         # sessions go back to when it rejoins.
         self._restore: Plan | None = None
-        self._reports: set[asyncio.Task[list[tuple[str, Transition]]]] = set()
+        self._reports: set[asyncio.Task[None]] = set()
         self._breaks: set[asyncio.Task[None]] = set()
+        self._reconcile: set[str] = set()  # live servers a router saw fail: check their models
 
     # ---- sessions -------------------------------------------------------------------
 
@@ -237,6 +238,9 @@ class ControlPlane:
             (reason, rejoined), self._health_change = self._health_change, None
             await self.replan(reason, failback=rejoined)
             return
+        if self._reconcile:
+            servers, self._reconcile = self._reconcile, set()
+            await self.reconcile(servers)
         await self.sample_routers()
         now = time.monotonic()
         if now - self._last_replan < self.config.min_interval_s:
@@ -310,6 +314,26 @@ class ControlPlane:
             self._health_change = (reason, bool(ups))
         self._wake.set()
 
+    async def _check_reported(self, server: str) -> None:
+        await self.probe_fleet({server})
+        if self.health.is_up(server):
+            # Live, yet a router's batch failed there: a server restarted between two probes
+            # answers live with none of its models. Reconcile it now, not at the epoch.
+            self._reconcile.add(server)
+            self._wake.set()
+
+    async def reconcile(self, servers: set[str]) -> list[tuple[str, str]]:
+        """Load what the current plan needs on `servers` and they lack; the loads done."""
+        async with self._lock:
+            if self.current is None:
+                return []
+            gpus = {g.id for g in self.fleet.gpus if g.server in servers} & self.live_gpus()
+            result = await asyncio.to_thread(self.actuator.apply, self.current.plan, None, gpus)
+        if result.loaded:
+            log.warning("reloaded %s on a server that had lost them", result.loaded)
+            self.metrics.loads.inc(len(result.loaded))
+        return result.loaded
+
     def report(self, gpu_id: str, healthy: bool, error: str = "") -> bool:
         """A router's view of a GPU: a failed batch asks for a probe of its server now.
         Returns whether a probe was started."""
@@ -319,7 +343,7 @@ class ControlPlane:
         if healthy or self._prober is None or not self.health.suspect(gpu.server):
             return False
         log.info("router reports %s failing: %s", gpu_id, error)
-        task = asyncio.get_running_loop().create_task(self.probe_fleet({gpu.server}))
+        task = asyncio.get_running_loop().create_task(self._check_reported(gpu.server))
         self._reports.add(task)
         task.add_done_callback(self._reports.discard)
         return True
