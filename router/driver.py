@@ -96,7 +96,8 @@ HealthProbe = Callable[[str], Awaitable[bool]]
 MIN_GRACE_MS = 50.0
 # The grace of a GPU's first batch of a model, at start and after each failure: it pays
 # for what a server does once (the model's first run, a new connection, the router's
-# first metadata fetch eating into the request's SLO), ~100-300 ms on two shared cores.
+# first metadata fetch eating into the request's SLO). With 50 ms, the first request to
+# a fresh router (SLO 200 ms, two shared cores) timed out and took its server down.
 COLD_GRACE_MS = 1000.0
 
 
