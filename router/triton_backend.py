@@ -156,13 +156,15 @@ class TritonBackend:
         }
 
     async def ready(self, gpu: str, models: Iterable[str] = ()) -> bool:
-        """Health probe: the GPU's server answers ready, and so does each of `models` on it
-        (a server restarted empty is up but serves nothing)."""
+        """Health probe: the GPU's server answers live, and each of `models` ready on it (a
+        server restarted empty is up but serves nothing). Live, not server-ready: with
+        Triton's strict readiness a server is not ready while any model loads, e.g. the
+        control plane loading another model there."""
         from tritonclient.utils import InferenceServerException
 
         client = self._client(gpu)
         try:
-            if not await client.is_server_ready(client_timeout=PROBE_TIMEOUT_S):
+            if not await client.is_server_live(client_timeout=PROBE_TIMEOUT_S):
                 return False
             for model in models:
                 if not await client.is_model_ready(model, client_timeout=PROBE_TIMEOUT_S):
