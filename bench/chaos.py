@@ -10,8 +10,8 @@ fault `--fault-at` seconds in:
 - `router`: SIGKILL of the router, started again at once;
 - `control`: SIGKILL of the control plane, started again at once on its state.
 
-Per run: requests sent, in SLO, 503, other (any answer but 200/503, or none) and lost
-(no answer at all); the seconds until the plan no longer uses the failed server and,
+Per run: requests sent, in SLO (of those due), late, 503, other (any answer but 200/503,
+or none), lost (no answer within 10 s) and not sent (k6 out of VUs); the seconds until the plan no longer uses the failed server and,
 after it is healthy again, until the plan uses it again; the worst second's in-SLO
 rate against the median second before the fault. `triton`: the same k6 load sent round
 robin straight to the three servers (the model loaded on each, no router, no control
@@ -42,6 +42,7 @@ from model_repo_tools.triton_client import TritonServer
 
 SCENARIOS = ("kill", "stop", "restart", "router", "control")
 SERVER_FAULTS = ("kill", "stop", "restart")
+TIMEOUT_S = 10.0  # k6 gives up on a request after this long: it counts as lost
 
 
 @dataclass(slots=True)
@@ -58,7 +59,10 @@ class ChaosRow:
 
     @property
     def in_slo(self) -> float:
-        return self.total.in_slo_fraction
+        """Of the requests due (sent, and those k6 had no VU left to send)."""
+        c = self.total
+        due = c.sent + c.dropped
+        return c.in_slo / due if due else 0.0
 
     def dip(self) -> tuple[float, float]:
         """(median in-SLO/s before the fault, worst in-SLO/s from the fault on)."""
@@ -127,7 +131,8 @@ def run_tnx(
             body=body,
             slo_ms=cfg.slo_ms,
             phases=(Phase("run", cfg.rate, seconds, per_second=True),),
-            timeout_s=10.0,
+            timeout_s=TIMEOUT_S,
+            worst_ms=1000.0 * TIMEOUT_S,  # VUs for requests hung at a stopped server
         )
         thread, box = _load_in_thread(spec, work, scenario)
         t0 = _wait_for_traffic(stage.router_url, stage.session)
@@ -237,7 +242,8 @@ def run_triton(
             body=body,
             slo_ms=cfg.slo_ms,
             phases=(Phase("run", cfg.rate, seconds, per_second=True),),
-            timeout_s=10.0,
+            timeout_s=TIMEOUT_S,
+            worst_ms=1000.0 * TIMEOUT_S,  # VUs for requests hung at a stopped server
         )
         thread, box = _load_in_thread(spec, work, scenario)
         # No router to count arrivals: k6 starts sending about a second after launch.
@@ -268,16 +274,17 @@ def _s(v: float | None) -> str:
 
 def table(rows: list[ChaosRow]) -> list[str]:
     out = [
-        "| fault | system | sent | in SLO | 503 | other | lost | plan off the server | "
-        "planned again | outage | in-SLO/s before → worst |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| fault | system | sent | in SLO | late | 503 | other | lost | not sent | "
+        "plan off the server | planned again | outage | in-SLO/s before → worst |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c = r.total
         before, worst = r.dip()
         out.append(
             f"| {r.scenario} | {r.system} | {c.sent} | {c.in_slo} ({100 * r.in_slo:.1f} %) | "
-            f"{c.s503} | {c.other} | {c.lost} | {_s(r.exclude_s)} | {_s(r.rejoin_s)} | "
+            f"{c.late} | {c.s503} | {c.other} | {c.lost} | {c.dropped} | "
+            f"{_s(r.exclude_s)} | {_s(r.rejoin_s)} | "
             f"{_s(r.outage_s)} | {before:.0f} → {worst:.0f} |"
         )
     return out

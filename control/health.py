@@ -26,7 +26,7 @@ Transition = Literal["down", "up"]
 class ServerHealth:
     up: bool = True
     streak: int = 0  # healthy probes in a row since it last went down
-    since: float = 0.0  # when `up` last changed
+    since: float | None = None  # when `up` last changed (or it was first probed)
     error: str = ""  # why it last failed
     downs: deque[float] = field(default_factory=deque)  # when it went down, recent first out
 
@@ -46,7 +46,9 @@ class FleetHealth:
 
     def observe(self, now: float, server: str, ok: bool, error: str = "") -> Transition | None:
         """One probe's result; returns the transition it caused, if any."""
-        st = self._state.setdefault(server, ServerHealth(since=now))
+        st = self._state.setdefault(server, ServerHealth())
+        if st.since is None:
+            st.since = now
         self._suspects.discard(server)
         if not ok:
             st.streak = 0
@@ -93,7 +95,7 @@ class FleetHealth:
             row: dict[str, object] = {
                 "server": server,
                 "up": st.up,
-                "for_s": round(max(0.0, now - st.since), 3),
+                "for_s": None if st.since is None else round(max(0.0, now - st.since), 3),
             }
             if not st.up:
                 row.update(

@@ -34,8 +34,12 @@ def free_port(host: str = HOST) -> int:
         return s.getsockname()[1]
 
 
-def port_is_free(port: int, host: str = HOST) -> bool:
+def port_is_free(port: int, host: str = HOST, reuse: bool = False) -> bool:
+    """Whether a listener could bind `port`; `reuse`: as servers bind (SO_REUSEADDR), so
+    connections of a stopped server still in TIME_WAIT do not count."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        if reuse:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -212,6 +216,14 @@ def restart_server(
     if g.pid:
         stop_fleet(Fleet(gpus=[g]), grace_s=5.0)
     install = find_tritonserver(tritonserver)
+    ports = [_port(g.http, "http", gpu_id), _port(g.server, "grpc", gpu_id)]
+    ports.append(_port(g.metrics, "metrics", gpu_id))
+    deadline = time.monotonic() + 10.0
+    while not all(port_is_free(p, reuse=True) for p in ports):
+        if time.monotonic() > deadline:
+            busy = [p for p in ports if not port_is_free(p, reuse=True)]
+            raise FleetError(f"gpu {gpu_id}: port {HOST}:{busy[0]} still taken after its stop")
+        time.sleep(0.1)
     spec = ServerSpec(
         index,
         _port(g.http, "http", gpu_id),
@@ -317,6 +329,10 @@ def stop_fleet(fleet: Fleet, grace_s: float = 10.0) -> list[str]:
                 os.kill(pid, signal.SIGKILL)
         if leftovers:
             ids.append(g.id)
+            # Gone, not just signalled: a stub may hold the server's inherited sockets.
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline and any(_is_running(p) for p in leftovers):
+                time.sleep(0.05)
     return ids
 
 

@@ -170,7 +170,7 @@ class RouterService:
 
     def _health_probe(self) -> HealthProbe | None:
         """The driver's probe of a down GPU: with a backend that can tell (`ready`), the
-        server is ready and so is every model the current plan runs on that GPU; else the
+        server is live and every model the current plan runs on that GPU ready; else the
         backend's `healthy`, if any."""
         ready = getattr(self._backend, "ready", None)
         if ready is None:
