@@ -99,6 +99,7 @@ class ApplyResult:
     loaded: list[tuple[str, str]] = field(default_factory=list)
     failed: dict[tuple[str, str], str] = field(default_factory=dict)
     pending_unloads: list[tuple[str, str]] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)  # gpu id → why it was not read
 
 
 def _gpu_index(gpu_id: str) -> int:
@@ -115,12 +116,16 @@ class Actuator:
         retries: int = 3,
         backoff_s: float = 0.5,
         client: Callable[[str], TritonServer] = TritonServer,
+        observe_timeout_s: float = 1.0,
     ) -> None:
         self.fleet = fleet
         self.repo = Path(repo)
         self.retries = retries
         self.backoff_s = backoff_s
         self._client = client
+        # A live server answers its index in milliseconds; one that hangs (SIGSTOP) must
+        # not hold a failover behind it (the health probe's timeout, control/probe.py).
+        self.observe_timeout_s = observe_timeout_s
 
     def _gpu(self, gpu_id: str) -> FleetGpu:
         try:
@@ -166,19 +171,32 @@ class Actuator:
     def observe(self, gpus: Collection[str] | None = None) -> State:
         """Each reachable server's READY models with their live max_batch_size (of the GPUs
         in `gpus` only, when given: a server known to be down is not asked)."""
+        return self.read_state(gpus)[0]
+
+    def read_state(self, gpus: Collection[str] | None = None) -> tuple[State, dict[str, str]]:
+        """`observe`, and the GPUs whose server did not answer (id → error), read in
+        parallel so that one hung server costs one timeout, not one per server."""
+        targets = [g for g in self.fleet.gpus if gpus is None or g.id in gpus]
         state: State = {}
-        for g in self.fleet.gpus:
-            if gpus is not None and g.id not in gpus:
-                continue
-            try:
-                with self._client(g.server) as server:
-                    ready = [
-                        m["name"] for m in server.repository_index() if m.get("state") == "READY"
-                    ]
-                    state[g.id] = {m: int(server.config(m).get("max_batch_size", 0)) for m in ready}
-            except ServerError as err:
-                log.warning("cannot read the state of %s: %s", g.id, err)
-        return state
+        unreachable: dict[str, str] = {}
+        if not targets:
+            return state, unreachable
+        with cf.ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
+            futures = {pool.submit(self._read, g.server): g for g in targets}
+            for fut in cf.as_completed(futures):
+                g = futures[fut]
+                try:
+                    state[g.id] = fut.result()
+                except ServerError as err:
+                    log.warning("cannot read the state of %s: %s", g.id, err)
+                    unreachable[g.id] = str(err)
+        return state, unreachable
+
+    def _read(self, address: str) -> dict[str, int]:
+        with self._client(address) as server:
+            server.query_timeout_s = self.observe_timeout_s
+            ready = [m["name"] for m in server.repository_index() if m.get("state") == "READY"]
+            return {m: int(server.config(m).get("max_batch_size", 0)) for m in ready}
 
     def _load(self, gpu_id: str, model: str, max_batch: int) -> None:
         gpu = self._gpu(gpu_id)
@@ -203,12 +221,20 @@ class Actuator:
         """Load what `plan` needs (in parallel across servers), wait for ready, and say
         which unloads are due once the routers use the returned plan. `gpus`: the GPUs
         whose state may be read and changed (the live ones); default all."""
-        current = self.observe(gpus) if current is None else current
+        unreachable: dict[str, str] = {}
+        if current is None:
+            current, unreachable = self.read_state(gpus)
         desired = desired_state(plan)
         if gpus is not None:
             desired = {g: models for g, models in desired.items() if g in gpus}
         todo = changes(current, desired)
-        result = ApplyResult(plan=plan, pending_unloads=todo.unloads)
+        result = ApplyResult(plan=plan, pending_unloads=todo.unloads, unreachable=unreachable)
+        # A server that did not answer its index would not answer a load either: its
+        # allocations fail now, instead of after the load's timeout and retries.
+        for g, m, _ in todo.loads:
+            if g in unreachable:
+                result.failed[(g, m)] = f"server did not answer: {unreachable[g]}"
+        todo.loads = [t for t in todo.loads if t[0] not in unreachable]
         if todo.loads:
             with cf.ThreadPoolExecutor(max_workers=min(8, len(todo.loads))) as pool:
                 futures = {pool.submit(self._load, g, m, b): (g, m) for g, m, b in todo.loads}

@@ -329,10 +329,16 @@ class ControlPlane:
                 return []
             gpus = {g.id for g in self.fleet.gpus if g.server in servers} & self.live_gpus()
             result = await asyncio.to_thread(self.actuator.apply, self.current.plan, None, gpus)
+        self._suspect_unreachable(result)
         if result.loaded:
             log.warning("reloaded %s on a server that had lost them", result.loaded)
             self.metrics.loads.inc(len(result.loaded))
         return result.loaded
+
+    def _suspect_unreachable(self, result: ApplyResult) -> None:
+        """Servers the actuator could not read are probed now, as a router's report would."""
+        for gpu_id, error in result.unreachable.items():
+            self.report(gpu_id, False, error)
 
     def report(self, gpu_id: str, healthy: bool, error: str = "") -> bool:
         """A router's view of a GPU: a failed batch asks for a probe of its server now.
@@ -407,6 +413,7 @@ class ControlPlane:
                 # Same plan: reconcile the servers with it (one restarted unnoticed between
                 # two probes has lost its models); a new revision only if a load failed.
                 result = await asyncio.to_thread(self.actuator.apply, plan, None, live)
+                self._suspect_unreachable(result)
                 if result.loaded:
                     log.warning("epoch reconcile reloaded %s", result.loaded)
                     self.metrics.loads.inc(len(result.loaded))
@@ -415,6 +422,7 @@ class ControlPlane:
                 reason = "epoch: a load failed"
             else:
                 result = await asyncio.to_thread(self.actuator.apply, plan, None, live)
+                self._suspect_unreachable(result)
             revision = (self.current.revision if self.current else 0) + 1
             record = self._adopt(revision, result, reason)
             log.info(

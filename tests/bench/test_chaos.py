@@ -24,6 +24,11 @@ pytestmark = [
 ]
 SECONDS, FAULT_AT, STOP_S = 24, 6.0, 6.0
 CFG = ChaosConfig(rate=100.0, slo_ms=100.0, epoch_s=4.0)
+EXCLUDE_S = 5.0  # the bound: the plan off the failed server within 5 s
+# The session sits on one server: until it is planned elsewhere every request is a 503, so
+# the floor is what the bound leaves of the run, less a second for the switch back (a
+# resumed Triton may fail one batch, and the router then probes before using it again).
+FLOOR = 1.0 - (EXCLUDE_S + 1.0) / SECONDS
 
 
 def _run(scenario: str, model_repo: Path, tmp_path: Path) -> ChaosRow:
@@ -38,19 +43,19 @@ def _run(scenario: str, model_repo: Path, tmp_path: Path) -> ChaosRow:
 
 def test_sigkill_of_the_serving_server(model_repo: Path, tmp_path: Path) -> None:
     row = _run("kill", model_repo, tmp_path)
-    assert row.exclude_s is not None and row.exclude_s <= 5.0
-    assert row.in_slo >= 0.8
+    assert row.exclude_s is not None and row.exclude_s <= EXCLUDE_S
+    assert row.in_slo >= FLOOR
 
 
 def test_sigstop_then_sigcont(model_repo: Path, tmp_path: Path) -> None:
     row = _run("stop", model_repo, tmp_path)
-    assert row.exclude_s is not None and row.exclude_s <= 5.0
+    assert row.exclude_s is not None and row.exclude_s <= EXCLUDE_S
     assert row.rejoin_s is not None  # planned again after SIGCONT
-    assert row.in_slo >= 0.8
+    assert row.in_slo >= FLOOR
 
 
 def test_restarted_empty_server_is_reloaded_and_used(model_repo: Path, tmp_path: Path) -> None:
     row = _run("restart", model_repo, tmp_path)
     assert row.rejoin_s is not None and row.rejoin_s <= 2 * CFG.epoch_s
     assert "model READY on the restarted server: True" in row.notes
-    assert row.in_slo >= 0.75
+    assert row.in_slo >= FLOOR

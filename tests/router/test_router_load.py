@@ -48,7 +48,8 @@ def test_after_a_stall_the_router_serves_again(one_server, start_router, tmp_pat
     server = one_server.gpus[0]
     with httpx.Client(base_url=router.url, timeout=30) as c:
         for _ in range(5):
-            assert c.post("/v2/models/tiny_mlp/infer", json=BODY).status_code == 200
+            r = c.post("/v2/models/tiny_mlp/infer", json=BODY)
+            assert r.status_code == 200, r.text
         os.killpg(server.pid, signal.SIGSTOP)
         stalled: list[int] = []
         t = threading.Thread(
