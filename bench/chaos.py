@@ -36,9 +36,9 @@ from bench import router_setup as st
 from bench.chaos_stage import ChaosConfig, ChaosStage
 from bench.open_loop import Body, Counts, LoadResult, LoadSpec, Phase, run_load
 from deploy.fleet import restart_server, start_fleet, stop_fleet
-from exporters.errors import UserInputError
 from model_repo_tools.fleet import FleetGpu
 from model_repo_tools.triton_client import TritonServer
+from tnx.errors import UserInputError
 
 SCENARIOS = ("kill", "stop", "restart", "router", "control")
 SERVER_FAULTS = ("kill", "stop", "restart")

@@ -27,9 +27,9 @@ import httpx
 from bench import router_setup as st
 from deploy.fleet import free_port, restart_server, start_fleet, stop_fleet
 from deploy.services import Service, spawn
-from exporters.errors import ServerError
 from model_repo_tools.fleet import Fleet, FleetGpu
 from model_repo_tools.triton_client import TritonServer
+from tnx.errors import ServerError
 
 BATCHES = [1, 2, 4, 8, 16, 32]
 

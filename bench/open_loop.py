@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exporters.errors import TnxError
+from tnx.errors import TnxError
 
 SCRIPT = Path(__file__).parent / "k6" / "kserve_open_loop.js"
 # k6 holds about 200 KB per VU (measured: 2000 VUs, 410 MB resident): 6000 VUs stay near 1.2 GB.

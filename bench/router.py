@@ -41,7 +41,7 @@ import typer
 from bench import router_setup as st
 from bench.router_parts import Stage, convnet_parts, setup_plans, tiny_parts
 from bench.router_types import PARTS, SYSTEMS, BenchConfig, Results
-from exporters.errors import UserInputError
+from tnx.errors import UserInputError
 
 
 def check(cfg: BenchConfig) -> None:

@@ -21,8 +21,8 @@ import numpy as np
 
 from bench.open_loop import Body
 from deploy.services import Service, spawn
-from exporters.errors import UserInputError
 from model_repo_tools.fleet import Fleet
+from tnx.errors import UserInputError
 
 CONVNET = "convnet64"
 TINY = "tiny_mlp"

@@ -24,7 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporters.errors import MissingDependencyError
+from tnx.errors import MissingDependencyError
 
 TRITONCLIENT = "tritonclient==2.45.0"
 MEMBER = "tritonclient-2.45.0.data/data/bin/perf_analyzer"
@@ -124,7 +124,7 @@ def install_perf_analyzer(cache: Path | None = None, log=print) -> PerfAnalyzer:
 
 
 def main() -> None:
-    from exporters.errors import TnxError
+    from tnx.errors import TnxError
 
     try:
         install_perf_analyzer()

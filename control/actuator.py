@@ -23,10 +23,10 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as mc
 
 from control.types import Allocation, GpuPlan, Plan, Unplaced
-from exporters.errors import RepositoryError, ServerError
 from model_repo_tools.config import parse_pbtxt, to_override_json
 from model_repo_tools.fleet import Fleet, FleetGpu
 from model_repo_tools.triton_client import TritonServer
+from tnx.errors import RepositoryError, ServerError
 
 log = logging.getLogger(__name__)
 

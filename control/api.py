@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from control.service import ControlPlane
 from control.types import Session
-from exporters.errors import UserInputError
+from tnx.errors import UserInputError
 
 
 class FleetReport(BaseModel):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from exporters.errors import UserInputError
+from tnx.errors import UserInputError
 
 DEFAULT_PROFILES = Path(__file__).parent / "data" / "h200-profiles.json"
 

@@ -21,8 +21,8 @@ from control.query_analysis import query_sessions, split_slo
 from control.tnx_policy import plan_tnx
 from control.types import Allocation, GpuPlan, Plan, Session, Stage, Unplaced, Workload
 from control.validate import lower_bound
-from exporters.errors import PlanningError
 from model_repo_tools.profiles import LatencyCurve
+from tnx.errors import PlanningError
 
 Policy = Callable[[list[Demand]], list[Node]]
 POLICIES: dict[str, Policy] = {

@@ -32,9 +32,9 @@ def serve(
     from control.service import ControlConfig, ControlPlane
     from control.store import Store
     from control.types import Workload
-    from exporters.errors import UserInputError
     from model_repo_tools.fleet import Fleet
     from model_repo_tools.profiles import ProfileSet
+    from tnx.errors import UserInputError
 
     if epoch_s <= 0 or window_s <= 0:
         raise UserInputError(f"--epoch-s {epoch_s} / --window-s {window_s}: must be positive")

@@ -41,9 +41,9 @@ from control.rates import RateWindow, out_of_band
 from control.scheduler import schedule, workload_sessions
 from control.store import Store
 from control.types import Plan, Session, Unplaced, Workload
-from exporters.errors import UserInputError
 from model_repo_tools.fleet import Fleet, FleetGpu
 from model_repo_tools.profiles import ProfileSet
+from tnx.errors import UserInputError
 
 log = logging.getLogger(__name__)
 MIN_RATE = 0.5  # a session nobody calls keeps a small allocation, so its first request lands

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from exporters.errors import TnxError
+from tnx.errors import TnxError
 
 app = typer.Typer(
     name="tnx",

@@ -22,8 +22,8 @@ import httpx
 
 from deploy.hardware import Executor, detect_executors
 from deploy.triton import find_tritonserver
-from exporters.errors import FleetError
 from model_repo_tools.fleet import Fleet, FleetGpu
+from tnx.errors import FleetError
 
 HOST = "127.0.0.1"
 

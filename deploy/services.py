@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from exporters.errors import ServerError
+from tnx.errors import ServerError
 
 
 @dataclass(slots=True)

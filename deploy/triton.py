@@ -18,7 +18,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporters.errors import MissingDependencyError
+from tnx.errors import MissingDependencyError
 
 
 @dataclass(frozen=True, slots=True)

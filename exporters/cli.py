@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from exporters.errors import VerificationError
+from tnx.errors import VerificationError
 
 
 def _batches(text: str) -> tuple[int, ...]:
@@ -43,7 +43,7 @@ def export(
     batches = _batches(verify_batches)
     if tensorrt and (why := tensorrt_missing()):
         # Say so before minutes of export, not after.
-        from exporters.errors import MissingDependencyError
+        from tnx.errors import MissingDependencyError
 
         raise MissingDependencyError(f"--tensorrt: cannot build a TensorRT plan: {why}")
     with console.status(f"building {factory}"):

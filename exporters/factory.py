@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from exporters.errors import FactoryError
+from tnx.errors import FactoryError
 
 
 def load_factory(spec: str) -> Any:

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from exporters.errors import FactoryError
+from tnx.errors import FactoryError
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exporters.errors import MissingDependencyError, VerificationError
+from tnx.errors import MissingDependencyError, VerificationError
 
 
 def tensorrt_missing() -> str | None:

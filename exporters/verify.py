@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporters.errors import VerificationError
+from tnx.errors import VerificationError
 
 DEFAULT_BATCHES = (1, 2, 7, 32)
 DEFAULT_ATOL = 1e-4

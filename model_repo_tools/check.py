@@ -7,9 +7,9 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from exporters.errors import RepositoryError
 from model_repo_tools.config import MODEL_FILES, ONNX_FILE, dtype_name, parse_pbtxt
 from model_repo_tools.onnx_io import read_io
+from tnx.errors import RepositoryError
 
 
 @dataclass(frozen=True, slots=True)

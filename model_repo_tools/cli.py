@@ -25,9 +25,9 @@ def add(
     ),
 ) -> None:
     """Add an ONNX model to a repository, config built from Triton's protobuf."""
-    from exporters.errors import RepositoryError
     from model_repo_tools.config import BACKENDS
     from model_repo_tools.repository import add_model
+    from tnx.errors import RepositoryError
 
     if backend not in BACKENDS:
         raise RepositoryError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
@@ -82,10 +82,10 @@ def profile(
     """Measure latency per batch size and memory of each model on a live server."""
     from rich.console import Console
 
-    from exporters.errors import UserInputError
     from model_repo_tools.fleet import Fleet
     from model_repo_tools.profiler import ProfileSettings, StabilityRule, measure_fleet
     from model_repo_tools.profiles import ProfileSet
+    from tnx.errors import UserInputError
 
     try:
         sizes = tuple(sorted({int(b) for b in batches.split(",") if b.strip()}))

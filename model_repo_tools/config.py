@@ -15,8 +15,8 @@ from typing import Literal
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from exporters.errors import RepositoryError
 from model_repo_tools.onnx_io import TensorInfo
+from tnx.errors import RepositoryError
 
 Backend = Literal["python", "onnxruntime", "tensorrt"]
 BACKENDS: tuple[str, ...] = ("python", "onnxruntime", "tensorrt")

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from exporters.errors import ContractError
+from tnx.errors import ContractError
 
 M = TypeVar("M", bound=BaseModel)
 

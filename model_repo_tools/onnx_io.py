@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporters.errors import RepositoryError
+from tnx.errors import RepositoryError
 
 # onnx.TensorProto element types → Triton config data types
 ONNX_TO_TRITON = {

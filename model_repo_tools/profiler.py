@@ -37,11 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.errors import ServerError, UserInputError
 from model_repo_tools import nvidia_smi
 from model_repo_tools.fleet import FleetGpu
 from model_repo_tools.profiles import BatchPoint, Profile
 from model_repo_tools.triton_client import TritonServer
+from tnx.errors import ServerError, UserInputError
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32)
 _NP = {

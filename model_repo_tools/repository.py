@@ -6,9 +6,9 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-from exporters.errors import RepositoryError
 from model_repo_tools.config import ONNX_FILE, Backend, build_config, to_pbtxt
 from model_repo_tools.onnx_io import read_io
+from tnx.errors import RepositoryError
 
 RUNNER = "onnx_python_model.py"
 

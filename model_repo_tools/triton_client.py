@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from exporters.errors import ServerError
+from tnx.errors import ServerError
 
 
 @contextlib.contextmanager

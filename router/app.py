@@ -32,7 +32,6 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from control.types import Plan
-from exporters.errors import ServerError
 from model_repo_tools.fleet import Fleet
 from model_repo_tools.profiles import LatencyCurve
 from router import kserve
@@ -49,6 +48,7 @@ from router.infer_route import (
 from router.metrics import RouterMetrics
 from router.policy import BatchPolicy
 from router.types import NO_SESSION, REJECTED, TOO_LARGE, Answered, DropMode
+from tnx.errors import ServerError
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +385,7 @@ def check_plan_against_fleet(plan: Plan, fleet: Fleet) -> None:
     known = fleet.by_id()
     for g in plan.gpus:
         if g.gpu not in known:
-            from exporters.errors import ContractError
+            from tnx.errors import ContractError
 
             raise ContractError(
                 f"plan gpu {g.gpu!r} is not in the fleet "

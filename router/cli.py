@@ -22,11 +22,11 @@ def build_service(
 ):
     """A RouterService from contract files (paths) or already-loaded contracts."""
     from control.types import Plan
-    from exporters.errors import UserInputError
     from model_repo_tools.fleet import Fleet
     from model_repo_tools.profiles import ProfileSet
     from router.app import RouterService
     from router.types import DROP_MODES
+    from tnx.errors import UserInputError
 
     if drop not in DROP_MODES:
         raise UserInputError(f"--drop {drop!r}: expected one of {', '.join(DROP_MODES)}")
@@ -77,8 +77,8 @@ def serve(
     """Serve KServe v2 on HOST:PORT, batching and dropping as the plan prescribes."""
     import uvicorn
 
-    from exporters.errors import UserInputError
     from router.app import create_app
+    from tnx.errors import UserInputError
 
     if control is not None:
         import asyncio

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from control.types import Plan
-from exporters.errors import ServerError
 from router.clock import Clock, LoopClock, Timer
 from router.policy import BatchPolicy
 from router.types import (
@@ -44,6 +43,7 @@ from router.types import (
     Request,
     WakeAt,
 )
+from tnx.errors import ServerError
 
 log = logging.getLogger(__name__)
 

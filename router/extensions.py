@@ -24,9 +24,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from exporters.errors import ServerError
 from router import kserve
 from router.app import HttpError, no_server
+from tnx.errors import ServerError
 
 if TYPE_CHECKING:
     from router.app import ModelInfo, RouterService

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 
 from control.types import Plan
-from exporters.errors import ServerError, TnxError
 from model_repo_tools.fleet import Fleet
 from model_repo_tools.profiles import ProfileSet
+from tnx.errors import ServerError, TnxError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from exporters.errors import ServerError, UserInputError
+from tnx.errors import ServerError, UserInputError
 
 INFERENCE_HEADER = "Inference-Header-Content-Length"
 

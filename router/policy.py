@@ -52,7 +52,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from control.types import Plan
-from exporters.errors import UserInputError
 from model_repo_tools.profiles import LatencyCurve
 from router.latency import LatencyModel
 from router.queues import EdfQueue
@@ -74,6 +73,7 @@ from router.types import (
     Request,
     WakeAt,
 )
+from tnx.errors import UserInputError
 
 # A timer set for the instant a request becomes doomed must find it doomed,
 # whatever the float rounding of deadline - l + l; otherwise it would re-arm

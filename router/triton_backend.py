@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from exporters.errors import ServerError
 from model_repo_tools.fleet import Fleet
 from router import kserve
 from router.triton_errors import triton_error
 from router.triton_http import HttpInferClient
 from router.types import Request
+from tnx.errors import ServerError
 
 # A health probe's call: a live server answers in a millisecond; one that is stopped
 # (SIGSTOP) or swamped must not hold the probe past its next tick.

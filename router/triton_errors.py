@@ -16,8 +16,8 @@ model_lifecycle.cc):
 
 from __future__ import annotations
 
-from exporters.errors import ServerError
 from router.driver import BatchRejectedError
+from tnx.errors import ServerError
 
 # Lower-case pieces of the messages of a server without the model (see above), and of
 # one that is shutting down or not ready yet.

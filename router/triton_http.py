@@ -25,9 +25,9 @@ from urllib.parse import quote
 
 import numpy as np
 
-from exporters.errors import ServerError
 from router import kserve
 from router.triton_errors import triton_error
+from tnx.errors import ServerError
 
 _HEADER = b"inference-header-content-length"
 

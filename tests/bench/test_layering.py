@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("exporters", "model_repo_tools", "control", "router", "deploy")
+PRODUCT = ("tnx", "exporters", "model_repo_tools", "control", "router", "deploy")
 
 
 def _module_level_imports(path: Path) -> list[str]:

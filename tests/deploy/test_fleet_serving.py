@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from exporters.errors import FleetError, MissingDependencyError, ServerError
 from exporters.factory import load_factory
 from model_repo_tools.config import build_config, to_override_json, to_pbtxt
 from model_repo_tools.onnx_io import read_io
 from model_repo_tools.repository import runner_source
 from model_repo_tools.triton_client import TritonServer
+from tnx.errors import FleetError, MissingDependencyError, ServerError
 
 pytestmark = pytest.mark.integration
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from exporters.errors import FactoryError, MissingDependencyError
 from exporters.examples import EXAMPLES, INPUT_SHAPES
 from exporters.factory import load_factory, parse_shape
 from exporters.onnx_export import export_onnx
 from exporters.verify import verify_onnx
 from model_repo_tools.onnx_io import read_io
+from tnx.errors import FactoryError, MissingDependencyError
 
 
 def test_exported_model_has_a_dynamic_batch_and_matches_torch(exported) -> None:

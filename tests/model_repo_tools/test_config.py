@@ -8,11 +8,11 @@ import pytest
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from exporters.errors import RepositoryError
 from model_repo_tools.check import check_repository
 from model_repo_tools.config import build_config, parse_pbtxt, to_override_json, to_pbtxt
 from model_repo_tools.onnx_io import TensorInfo, read_io
 from model_repo_tools.repository import add_model
+from tnx.errors import RepositoryError
 
 X = TensorInfo("input", "TYPE_FP32", (-1, 3, 8, 8))
 Y = TensorInfo("output", "TYPE_FP32", (-1, 10))

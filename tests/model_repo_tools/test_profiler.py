@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporters.errors import ServerError, UserInputError
 from model_repo_tools.profiler import (
     ProfileSettings,
     measure_model,
@@ -20,6 +19,7 @@ from model_repo_tools.profiler import (
 )
 from model_repo_tools.profiles import ProfileSet
 from model_repo_tools.triton_client import TritonServer
+from tnx.errors import ServerError, UserInputError
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from tritonclient.utils import serialize_byte_tensor
 
-from exporters.errors import UserInputError
 from router.kserve import (
     INFERENCE_HEADER,
     BadRequest,
@@ -27,6 +26,7 @@ from router.kserve import (
     triton_datatype,
     validate_inputs,
 )
+from tnx.errors import UserInputError
 
 Client = httpclient.InferenceServerClient
 

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from exporters.errors import UserInputError
 from router.policy import BatchPolicy, drops_by_reason
 from router.queues import EdfQueue
 from router.testing import curves, dispatches, drops, ids, one_gpu_policy, plan, wakes
 from router.types import Request
+from tnx.errors import UserInputError
 
 
 def _fill(p: BatchPolicy, n: int, start: int = 0, at: float = 0.0, session: str = "s") -> list:

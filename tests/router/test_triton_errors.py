@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from exporters.errors import ServerError
 from router.driver import BatchRejectedError
 from router.triton_errors import model_gone, triton_error
 from router.triton_http import HttpInferClient
+from tnx.errors import ServerError
 
 # Triton's own texts (2.51 answers the first two with HTTP 404 / gRPC NOT_FOUND, older
 # versions with 400 / INVALID_ARGUMENT or UNAVAILABLE), and a server not ready yet.

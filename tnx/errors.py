@@ -11,8 +11,8 @@
     │   └── FleetError            a local fleet could not be started or stopped
     └── PlanningError             the scheduler was given something it cannot plan
 
-The base lives here, in the leftmost package, because imports point one way
-(exporters → model_repo_tools → control → router → deploy) and every package
+The tree lives in `tnx/`, left of every package, because imports point one way
+(tnx → exporters → model_repo_tools → control → router → deploy) and every package
 raises them. Lower-library errors (tritonclient, subprocess, onnx) are
 translated into these where they enter.
 """
