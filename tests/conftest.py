@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 # A model that is not one of the examples: a factory in a plain file, as a user writes one.
 CUSTOM_FACTORY = """
