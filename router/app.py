@@ -34,21 +34,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from control.types import Plan
 from model_repo_tools.fleet import Fleet
 from model_repo_tools.profiles import LatencyCurve
-from router import kserve
-from router.driver import MIN_GRACE_MS, AsyncRouter, Backend, Event, HealthProbe
-from router.infer_route import (
-    ClientGone,
-    HttpError,
-    InferHeaders,
-    Receive,
-    Reply,
-    read_body,
-    serve_infer,
-)
+from router import http_errors, kserve
+from router.backend import Backend
+from router.driver import MIN_GRACE_MS, AsyncRouter, Event
+from router.http_errors import RETRY, HttpError, error_body, no_server
+from router.infer_route import ClientGone, InferHeaders, Receive, Reply, read_body, serve_infer
 from router.metrics import RouterMetrics
 from router.policy import BatchPolicy
-from router.types import NO_SESSION, REJECTED, TOO_LARGE, Answered, DropMode
-from tnx.errors import ServerError
+from router.routing import SessionTable
+from router.types import Answered, DropMode
+from tnx.errors import ContractError, ServerError
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +53,6 @@ DEFAULT_MAX_BODY = 64 * 1024 * 1024
 # door whatever the policy says: a bound on the memory and event-loop work that a
 # flood of requests can pin in the HTTP layer.
 DEFAULT_MAX_PENDING = 4096
-_CLIENT_FAULTS = {NO_SESSION: 503, TOO_LARGE: 400, REJECTED: 400}
-_RETRY = {"Retry-After": "1"}
 
 
 @dataclass(slots=True)
@@ -71,25 +64,11 @@ class ModelInfo:
     version: str = "1"
 
 
-def no_server(model: str, what: str, errors: list[str]) -> HttpError:
-    """The 503 for a model none of whose servers answered `what` (metadata, config)."""
-    return HttpError(
-        503,
-        f"model '{model}': no server answered its {what}: "
-        + "; ".join(errors or ["no GPU of the plan holds it"]),
-        reason="no_server",
-    )
-
-
-def _listed(sessions: dict[float, str]) -> str:
-    return ", ".join(f"{slo:g} ms" for slo in sorted(sessions))
-
-
 def _error(
     status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> Response:
     return Response(
-        kserve.error_body(message, **extra),
+        error_body(message, **extra),
         status_code=status,
         media_type="application/json",
         headers=headers,
@@ -130,10 +109,7 @@ class RouterService:
         self.started = time.time()
         self.revision = 0  # the control plane's plan revision this router runs
         check_plan_against_fleet(plan, fleet)
-        # model -> {slo: session} of the plan running now; every model any plan named
-        self._routes: dict[str, dict[float, str]] = {}
-        self.known_models: set[str] = set()
-        self._index(plan)
+        self.sessions = SessionTable(plan)
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -142,12 +118,11 @@ class RouterService:
             from router.triton_backend import TritonBackend
 
             self._backend = TritonBackend(self.fleet)
-        health = self._health_probe()
         policy = BatchPolicy(self.plan, self.curves, drop=self.drop)
         self.router = AsyncRouter(
             policy,
             self._backend,
-            health=health,
+            health=self._health_probe,
             on_event=self._event_hook(),
             grace_ms=self.grace_ms,
         )
@@ -168,18 +143,16 @@ class RouterService:
 
         return each
 
-    def _health_probe(self) -> HealthProbe | None:
-        """The driver's probe of a down GPU: with a backend that can tell (`ready`), the
-        server is live and every model the current plan runs on that GPU ready; else the
-        backend's `healthy`, if any."""
-        ready = getattr(self._backend, "ready", None)
-        if ready is None:
-            return getattr(self._backend, "healthy", None)
+    async def _health_probe(self, gpu: str) -> bool:
+        """The driver's probe of a down GPU: its server is live and every model the current
+        plan runs on that GPU ready."""
+        return await self.backend.ready(gpu, self.models_on(gpu))
 
-        async def probe(gpu: str) -> bool:
-            return bool(await ready(gpu, self.models_on(gpu)))
-
-        return probe
+    @property
+    def backend(self) -> Backend:
+        """The backend (a TritonBackend of the fleet unless one was given), once started."""
+        assert self._backend is not None, "RouterService.start() first"
+        return self._backend
 
     def models_on(self, gpu: str) -> list[str]:
         """The models the current plan runs on `gpu`."""
@@ -189,9 +162,8 @@ class RouterService:
     async def stop(self) -> None:
         if self.router is not None:
             await self.router.shutdown()
-        close = getattr(self._backend, "close", None)
-        if close is not None:
-            await close()
+        if self._backend is not None:
+            await self._backend.close()
 
     def switch_plan(
         self, plan: Plan, fleet: Fleet | None = None, revision: int | None = None
@@ -199,77 +171,20 @@ class RouterService:
         """Adopt a new plan (and fleet) without losing or duplicating queued requests."""
         fleet = fleet or self.fleet
         check_plan_against_fleet(plan, fleet)
-        if fleet is not self.fleet and hasattr(self._backend, "set_fleet"):
-            self._backend.set_fleet(fleet)
+        if fleet is not self.fleet:
+            self.backend.set_fleet(fleet)
         assert self.router is not None
         self.router.switch_plan(plan)
         self.plan, self.fleet = plan, fleet
-        self._index(plan)
+        self.sessions.update(plan)
         if revision is not None:
             self.revision = revision
 
     # ---- sessions and models --------------------------------------------------------
 
-    def _index(self, plan: Plan) -> None:
-        routes: dict[str, dict[float, str]] = {}
-        for g in plan.gpus:
-            for a in g.allocations:
-                slos = routes.setdefault(a.model, {})
-                # A session split over GPUs runs at its tightest SLO (as the policy does).
-                old = next((slo for slo, sid in slos.items() if sid == a.session), None)
-                if old is None or a.slo_ms < old:
-                    slos.pop(old, None)  # type: ignore[arg-type]
-                    slos[a.slo_ms] = a.session
-        self._routes = routes
-        self.known_models |= set(routes)
-        self.known_models |= {u.model for u in plan.unplaced if getattr(u, "model", None)}
-
-    def sessions_of(self, model: str) -> dict[str, float]:
-        """session id → SLO, of the sessions serving `model` now."""
-        return {sid: slo for slo, sid in self._routes.get(model, {}).items()}
-
     def served(self, model: str) -> dict[float, str]:
-        """{SLO: session} of `model` now; HttpError 503 if a plan knew it but none serves it
-        now, 404 if no plan ever named it."""
-        sessions = self._routes.get(model)
-        if sessions:
-            return sessions
-        if model in self.known_models:
-            raise HttpError(
-                503,
-                f"model '{model}' has no placement now: the plan serves no session of it",
-                headers=_RETRY,
-                reason="no_placement",
-            )
-        raise HttpError(404, f"unknown model '{model}': no plan names it")
-
-    def pick_session(self, model: str, slo_header: str | None) -> tuple[str, float]:
-        """(session, SLO ms) for a request to `model`; HttpError 404/400/503 when none fits."""
-        sessions = self.served(model)
-        if slo_header is None:
-            if len(sessions) == 1:
-                slo, sid = next(iter(sessions.items()))
-                return sid, slo
-            raise HttpError(
-                400,
-                f"model '{model}' has several sessions ({_listed(sessions)}): "
-                "choose one with the X-SLO-Ms header",
-            )
-        try:
-            slo = float(slo_header)
-        except ValueError:
-            raise HttpError(400, f"X-SLO-Ms {slo_header!r}: not a number") from None
-        sid = sessions.get(slo)
-        if sid is None:
-            for known, candidate in sessions.items():
-                if abs(known - slo) < 1e-6:
-                    return candidate, known
-            raise HttpError(
-                400,
-                f"model '{model}' has no session with an SLO of {slo:g} ms "
-                f"(its sessions: {_listed(sessions)})",
-            )
-        return sid, slo
+        """{SLO: session} of `model` now (`SessionTable.served`: HttpError 404 or 503)."""
+        return self.sessions.served(model)
 
     def gpus_of(self, model: str) -> list[str]:
         return [g.gpu for g in self.plan.gpus if any(a.model == model for a in g.allocations)]
@@ -284,7 +199,7 @@ class RouterService:
             errors = []
             for gpu in self.gpus_of(model):
                 try:
-                    meta, mbs = await self._backend.metadata(gpu, model)  # type: ignore[union-attr]
+                    meta, mbs = await self.backend.metadata(gpu, model)
                 except ServerError as err:
                     errors.append(str(err))
                     continue
@@ -303,12 +218,12 @@ class RouterService:
         assert router is not None
         # The deadline counts from here: reading and decoding the body is part of the SLO.
         arrival = router.now()
-        session, slo = self.pick_session(
+        session, slo = self.sessions.pick(
             model, None if headers.slo_ms is None else headers.slo_ms.decode("latin-1")
         )
         length = headers.content_length
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            return _too_large(self.max_body_bytes, int(length))
+            return Reply.of(http_errors.too_large(self.max_body_bytes, int(length)))
         self.metrics.on_arrival(session)
         reason = router.policy.admit(arrival, session, arrival + slo - self.reserve_ms)
         if reason is None and router.pending() >= self.max_pending:
@@ -322,7 +237,7 @@ class RouterService:
             self.metrics.on_refused(session, "client_disconnected")
             raise
         if body is None:
-            return _too_large(self.max_body_bytes)
+            return Reply.of(http_errors.too_large(self.max_body_bytes))
         info = self._models.get(model) or await self.model_info(model)
         header_length = headers.header_length
         req = kserve.decode_request(
@@ -351,42 +266,14 @@ def _dropped(model: str, reason: str, detail: str = "") -> Reply:
 @functools.lru_cache(maxsize=1024)
 def _drop_reply(model: str, reason: str, detail: str) -> tuple[int, bytes, tuple]:
     # Under overload most answers are these: encode each kind once.
-    status = _CLIENT_FAULTS.get(reason, 503)
-    r = Reply.error(
-        status,
-        _drop_message(model, reason, detail),
-        _RETRY if status == 503 else None,
-        reason=reason,
-    )
+    r = Reply.of(http_errors.dropped(model, reason, detail))
     return r.status, r.body, tuple(r.headers)
-
-
-def _too_large(limit: int, length: int | None = None) -> Reply:
-    what = "request body" if length is None else f"request body of {length} bytes"
-    return Reply.error(413, f"{what} exceeds the limit of {limit} bytes")
-
-
-def _drop_message(model: str, reason: str, detail: str) -> str:
-    text = {
-        "deadline": "cannot be served within its SLO",
-        "expired": "its deadline passed while it waited",
-        "server_down": "its server failed and no other could serve it in time",
-        "no_server": "no server of its session is up",
-        "shutting_down": "the router is shutting down",
-        "overloaded": "the router holds as many requests as it may",
-        NO_SESSION: "its session is not in the plan now",
-        TOO_LARGE: "it carries more samples than any planned batch can hold",
-        REJECTED: "the server refused its inputs",
-    }.get(reason, reason)
-    return f"request to '{model}' not served: {text}" + (f" ({detail})" if detail else "")
 
 
 def check_plan_against_fleet(plan: Plan, fleet: Fleet) -> None:
     known = fleet.by_id()
     for g in plan.gpus:
         if g.gpu not in known:
-            from tnx.errors import ContractError
-
             raise ContractError(
                 f"plan gpu {g.gpu!r} is not in the fleet "
                 f"(fleet has {', '.join(sorted(known)) or 'no gpus'})"
@@ -461,7 +348,7 @@ def create_app(service: RouterService, control: str | None = None) -> FastAPI:
         service.served(model)  # 404 for a model no plan names, 503 for one not placed now
         if any(service.router.policy.is_up(g) for g in service.gpus_of(model)):
             return Response(status_code=200)
-        return _error(503, f"model '{model}': no server of it is up", _RETRY, reason="no_server")
+        return _error(503, f"model '{model}': no server of it is up", RETRY, reason="no_server")
 
     @app.get("/v2/health/live")
     async def live() -> Response:

@@ -2,9 +2,9 @@
 
 `AsyncRouter` feeds `router.policy.BatchPolicy` the events of a live router
 (arrivals from `submit`, ends of batches, timers, GPU down/up, plan switches)
-and carries out its actions against a `Backend`, the one-method seam to the
-servers (httpx's transport pattern). Every submitted request resolves exactly
-once, to `Answered` or `Dropped`, also when the router shuts down.
+and carries out its actions against a `Backend` (`router.backend`), of which it
+calls `infer` alone. Every submitted request resolves exactly once, to
+`Answered` or `Dropped`, also when the router shuts down.
 
 A backend exception or a batch past its timeout marks the GPU down (the
 policy retries the batch's requests once on another GPU, or drops them); an
@@ -26,9 +26,10 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from control.types import Plan
+from router.backend import Backend, BatchRejectedError
 from router.clock import Clock, LoopClock, Timer
 from router.policy import BatchPolicy
 from router.types import (
@@ -43,30 +44,8 @@ from router.types import (
     Request,
     WakeAt,
 )
-from tnx.errors import ServerError
 
 log = logging.getLogger(__name__)
-
-
-class Backend(Protocol):
-    """Runs one batch on one GPU and returns one result per request, in order.
-
-    The Triton backend concatenates the requests' inputs on axis 0 (each
-    request contributes `n_samples` rows), calls the server once and splits
-    the answer back. Raise `BatchRejectedError` when the server refuses the
-    inputs; any other exception counts as a server failure.
-
-    `timeout_s` is the time left for the call; a backend hands it to its transport
-    (gRPC's deadline) where it can. The driver cancels the call at that time anyway.
-    """
-
-    async def infer(
-        self, gpu: str, model: str, batch: Sequence[Request], *, timeout_s: float | None = None
-    ) -> Sequence[Any]: ...
-
-
-class BatchRejectedError(ServerError):
-    """The server refused this batch's inputs; the server itself is healthy."""
 
 
 @dataclass(slots=True, frozen=True, eq=False)

@@ -18,14 +18,14 @@ model the plan places nowhere now, or whose servers all fail to answer, 503
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from router import kserve
-from router.app import HttpError, no_server
+from router.http_errors import HttpError, error_body, no_server
 from tnx.errors import ServerError
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def install(app: FastAPI, service: RouterService) -> None:
     @app.exception_handler(HTTPException)
     async def _unrouted(request: Request, err: HTTPException) -> Response:
         return Response(
-            kserve.error_body(str(err.detail)),
+            error_body(str(err.detail)),
             status_code=err.status_code,
             media_type="application/json",
             headers=err.headers,
@@ -90,21 +90,8 @@ def routes(service: RouterService) -> APIRouter:
             entries.append(service.metrics.stats.model_json(model, versions(info)[0], owners))
         return JSONResponse({"model_stats": entries})
 
-    @api.get("/v2/models/{model}/stats")
-    async def model_stats(model: str) -> JSONResponse:
-        return await stats(model, None)
-
-    @api.get("/v2/models/{model}/versions/{version}/stats")
-    async def version_stats(model: str, version: str) -> JSONResponse:
-        return await stats(model, version)
-
-    @api.get("/v2/models/{model}/config")
-    async def model_config_route(model: str) -> JSONResponse:
-        return await config(model, None)
-
-    @api.get("/v2/models/{model}/versions/{version}/config")
-    async def version_config(model: str, version: str) -> JSONResponse:
-        return await config(model, version)
+    _with_versions(api, "/stats", stats)
+    _with_versions(api, "/config", config)
 
     @api.get("/v2/models/{model}/versions/{version}")
     async def version_metadata(model: str, version: str) -> JSONResponse:
@@ -136,20 +123,34 @@ def routes(service: RouterService) -> APIRouter:
     return api
 
 
+def _with_versions(
+    api: APIRouter, suffix: str, answer: Callable[[str, str | None], Awaitable[Response]]
+) -> None:
+    """`GET /v2/models/{model}{suffix}` and its `/versions/{version}` twin, both answered by
+    `answer(model, version)` (version None: the model's first)."""
+
+    async def latest(model: str) -> Response:
+        return await answer(model, None)
+
+    async def versioned(model: str, version: str) -> Response:
+        return await answer(model, version)
+
+    api.add_api_route(f"/v2/models/{{model}}{suffix}", latest, methods=["GET"])
+    api.add_api_route(
+        f"/v2/models/{{model}}/versions/{{version}}{suffix}", versioned, methods=["GET"]
+    )
+
+
 async def model_config(service: RouterService, model: str) -> dict[str, Any]:
     """The config of `model` from the first of its planned servers that answers, with
     max_batch_size what the router serves and no dynamic_batching."""
-    backend = service._backend  # the service keeps no public handle on it
-    fetch = getattr(backend, "model_config", None)
-    if fetch is None:
-        raise HttpError(503, f"model '{model}': the router's backend gives no model configuration")
     assert service.router is not None
     policy = service.router.policy
     gpus = sorted(service.gpus_of(model), key=lambda g: not policy.is_up(g))
     errors: list[str] = []
     for gpu in gpus:
         try:
-            cfg = await fetch(gpu, model)
+            cfg = await service.backend.model_config(gpu, model)
         except ServerError as err:
             errors.append(str(err))
             continue

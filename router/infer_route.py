@@ -15,12 +15,12 @@ gets nothing and costs nothing: it was never queued.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from router.http_errors import HttpError, error_body
 from router.kserve import BadRequest
 
 log = logging.getLogger(__name__)
@@ -37,17 +37,6 @@ _JSON = b"application/json"
 
 class ClientGone(Exception):
     """The client disconnected before its body was read."""
-
-
-class HttpError(Exception):
-    """An answer other than 200, raised anywhere below a route: status, message, headers and
-    extra fields of the `{"error": message, ...}` body."""
-
-    def __init__(
-        self, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers, self.extra = status, message, headers, extra
 
 
 @dataclass(slots=True)
@@ -82,11 +71,14 @@ class Reply:
         cls, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
     ) -> Reply:
         """A KServe error body, `{"error": message, ...}`, as JSON."""
-        body = json.dumps({"error": message, **extra}).encode()
         h = [(b"content-type", _JSON)]
         if headers:
             h.extend((k.lower().encode(), v.encode()) for k, v in headers.items())
-        return cls(status, body, h)
+        return cls(status, error_body(message, **extra), h)
+
+    @classmethod
+    def of(cls, err: HttpError) -> Reply:
+        return cls.error(err.status, err.message, err.headers, **err.extra)
 
 
 def infer_model(path: str) -> str | None:
@@ -142,7 +134,7 @@ async def serve_infer(handle: InferHandler, scope: Scope, receive: Receive, send
     try:
         reply = await handle(model, InferHeaders.of(scope), receive)
     except HttpError as err:
-        reply = Reply.error(err.status, err.message, err.headers, **err.extra)
+        reply = Reply.of(err)
     except BadRequest as err:
         reply = Reply.error(400, str(err))
     except ClientGone:

@@ -48,7 +48,7 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from control.types import Plan
@@ -553,12 +553,3 @@ class BatchPolicy:
         self._inflight[bid] = _InFlight(d, g.gpu_type, now)
         s.last_dispatch = now
         return d
-
-
-def drops_by_reason(actions: Iterable[Action]) -> dict[str, int]:
-    """Count the Drop actions in `actions` per reason (handy in tests and logs)."""
-    counts: dict[str, int] = {}
-    for a in actions:
-        if isinstance(a, Drop):
-            counts[a.reason] = counts.get(a.reason, 0) + 1
-    return counts

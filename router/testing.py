@@ -1,4 +1,4 @@
-"""Test helpers for the router: small plans and curves, action filters, a FakeBackend.
+"""Test helpers for the router: small plans and curves, action filters, stand-in backends.
 
 Kept in the package (like starlette.testclient) so that tests of the HTTP layer
 and the CLI can build a policy in one line too.
@@ -7,13 +7,16 @@ and the CLI can build a policy in one line too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from control.types import Plan
+from model_repo_tools.fleet import Fleet
 from model_repo_tools.profiles import LatencyCurve
 from router.clock import VirtualClock
 from router.policy import BatchPolicy
 from router.types import Action, Dispatch, Drop, DropMode, Request, WakeAt
+from tnx.errors import ServerError
 
 # l(1)=5, l(4)=8, l(8)=12 ms: a typical sub-linear batch curve.
 CURVE = {1: 5.0, 4: 8.0, 8: 12.0}
@@ -65,11 +68,47 @@ def ids(d: Dispatch) -> list[int | str]:
     return [r.id for r in d.requests]
 
 
-class FakeBackend:
+def drops_by_reason(actions: Iterable[Action]) -> dict[str, int]:
+    """Count the Drop actions in `actions` per reason."""
+    counts: dict[str, int] = {}
+    for a in actions:
+        if isinstance(a, Drop):
+            counts[a.reason] = counts.get(a.reason, 0) + 1
+    return counts
+
+
+class StubBackend:
+    """A `router.backend.Backend` with no servers behind it: every server is ready, none
+    describes a model (ServerError) and no batch runs. Subclass it for the part a test
+    exercises."""
+
+    async def infer(
+        self, gpu: str, model: str, batch: Sequence[Request], *, timeout_s: float | None = None
+    ) -> Sequence[Any]:
+        raise ServerError(f"{gpu}: no server behind the stub backend")
+
+    async def ready(self, gpu: str, models: Iterable[str] = ()) -> bool:
+        return True
+
+    async def metadata(self, gpu: str, model: str) -> tuple[dict[str, Any], int]:
+        raise ServerError(f"{gpu}: the stub backend describes no model")
+
+    async def model_config(self, gpu: str, model: str) -> dict[str, Any]:
+        raise ServerError(f"{gpu}: the stub backend configures no model")
+
+    def set_fleet(self, fleet: Fleet) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+class FakeBackend(StubBackend):
     """A Backend on a VirtualClock: a batch of n samples takes `latency(gpu, model, n)` ms.
 
-    `fail[gpu]` is raised (instead of running) while set; `hang` GPUs never answer.
-    Each answer is `(gpu, request.id)`; `timeouts` records each call's `timeout_s`.
+    `fail[gpu]` is raised (instead of running) while set; `hang` GPUs never answer (and
+    neither is ready). Each answer is `(gpu, request.id)`; `timeouts` records each call's
+    `timeout_s`.
     """
 
     def __init__(self, clock: VirtualClock, latency: Callable[[str, str, int], float]) -> None:
@@ -91,6 +130,9 @@ class FakeBackend:
             await asyncio.Event().wait()
         await self.clock.sleep(self.latency(gpu, model, sum(r.n_samples for r in batch)))
         return [(gpu, r.id) for r in batch]
+
+    async def ready(self, gpu: str, models: Iterable[str] = ()) -> bool:
+        return gpu not in self.fail and gpu not in self.hang
 
 
 def curve_latency(

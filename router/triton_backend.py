@@ -37,6 +37,8 @@ CONFIG_TTL_S = 30.0
 
 
 class TritonBackend:
+    """The `router.backend.Backend` of a fleet of Triton servers."""
+
     def __init__(self, fleet: Fleet, timeout_s: float = 30.0) -> None:
         import tritonclient.grpc.aio as grpcaio
 
@@ -172,10 +174,6 @@ class TritonBackend:
         except (InferenceServerException, OSError):
             return False
         return True
-
-    async def healthy(self, gpu: str) -> bool:
-        """Health probe of the server alone."""
-        return await self.ready(gpu)
 
     async def metadata(self, gpu: str, model: str) -> tuple[dict[str, Any], int]:
         """(model metadata as Triton's HTTP JSON, max_batch_size) from the GPU's server."""

@@ -16,7 +16,7 @@ model_lifecycle.cc):
 
 from __future__ import annotations
 
-from router.driver import BatchRejectedError
+from router.backend import BatchRejectedError
 from tnx.errors import ServerError
 
 # Lower-case pieces of the messages of a server without the model (see above), and of

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 
+from router.backend import BatchRejectedError
 from router.clock import LoopClock, VirtualClock
-from router.driver import AsyncRouter, BatchEnded, BatchRejectedError, batch_timeout_ms
+from router.driver import AsyncRouter, BatchEnded, batch_timeout_ms
 from router.policy import BatchPolicy
 from router.testing import FakeBackend, curve_latency, curves, one_gpu_policy, plan
 from router.types import Answered, Dispatch, Dropped, Request

@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
 from model_repo_tools.fleet import Fleet, FleetGpu
 from router.app import RouterService, create_app
 from router.openapi import document
-from router.testing import curves, plan
+from router.testing import StubBackend, curves, plan
 from tests.router.conftest import MODEL, write_inputs
 
 CHECKS = [
@@ -44,17 +44,10 @@ CHECKS = [
 EXAMPLES = 25  # per operation: about 4 s for the 19 operations on two cores
 
 
-class _NoBackend:
-    async def infer(
-        self, gpu: str, model: str, batch: list, *, timeout_s: float | None = None
-    ) -> list:
-        raise AssertionError("no request reaches a server here")
-
-
 def test_the_document_lists_every_route_the_app_serves() -> None:
     fleet = Fleet(gpus=[FleetGpu(id="g0", gpu_type="t", memory_bytes=1, server="127.0.0.1:1")])
     service = RouterService(
-        plan(("g0", 20.0, [("s", "m", 4, 50.0)])), fleet, curves(), backend=_NoBackend()
+        plan(("g0", 20.0, [("s", "m", 4, 50.0)])), fleet, curves(), backend=StubBackend()
     )
     app = create_app(service)
     spec = app.openapi()

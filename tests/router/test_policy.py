@@ -6,9 +6,18 @@ import math
 
 import pytest
 
-from router.policy import BatchPolicy, drops_by_reason
+from router.policy import BatchPolicy
 from router.queues import EdfQueue
-from router.testing import curves, dispatches, drops, ids, one_gpu_policy, plan, wakes
+from router.testing import (
+    curves,
+    dispatches,
+    drops,
+    drops_by_reason,
+    ids,
+    one_gpu_policy,
+    plan,
+    wakes,
+)
 from router.types import Request
 from tnx.errors import UserInputError
 

@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from control.types import Plan
+from router.backend import BatchRejectedError
 from router.clock import VirtualClock
-from router.driver import AsyncRouter, BatchRejectedError
+from router.driver import AsyncRouter
 from router.policy import BatchPolicy
 from router.simulator import Outage, Simulator, profile_latency
 from router.testing import FakeBackend, curves

@@ -11,7 +11,7 @@ from model_repo_tools.fleet import Fleet, FleetGpu
 from router.app import RouterService, create_app
 from router.driver import BatchEnded, GpuUp
 from router.reports import ControlPoster, HealthReports
-from router.testing import curves, plan
+from router.testing import StubBackend, curves, plan
 from router.types import Dispatch, Request
 
 
@@ -90,7 +90,7 @@ class _Control:
         self.server.close()
 
 
-class _DeadThenBack:
+class _DeadThenBack(StubBackend):
     """A backend whose server refuses every batch, and is ready again once `back`."""
 
     def __init__(self) -> None:

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from router.driver import BatchRejectedError
+from router.backend import BatchRejectedError
 from router.triton_errors import model_gone, triton_error
 from router.triton_http import HttpInferClient
 from tnx.errors import ServerError
