@@ -6,9 +6,10 @@ reconciles instead of reloading. A model is loaded where the new plan needs it
 and the server lacks it (or holds it with too small a batch), with a JSON
 config override built from `model_config_pb2`: max batch at least the plan's,
 one instance on the plan's GPU, no dynamic batching (the router batches).
-Loads are retried; one that still fails takes its allocations out of the plan
-the routers get (listed `unplaced` with the reason), never silently. Unloads
-come last, after the routers have switched to the new plan and drained.
+Loads are retried (tenacity, the backoff doubling); one that still fails takes
+its allocations out of the plan the routers get (listed `unplaced` with the
+reason), never silently. Unloads come last, after the routers have switched to
+the new plan and drained.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 from tritonclient.grpc import model_config_pb2 as mc
 
 from control.types import Allocation, GpuPlan, Plan, Unplaced
@@ -117,12 +125,14 @@ class Actuator:
         backoff_s: float = 0.5,
         client: Callable[[str], TritonServer] = TritonServer,
         observe_timeout_s: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.fleet = fleet
         self.repo = Path(repo)
-        self.retries = retries
+        self.retries = retries  # attempts per load, `backoff_s` apart, doubling
         self.backoff_s = backoff_s
         self._client = client
+        self._sleep = sleep
         # A live server answers its index in milliseconds; one that hangs (SIGSTOP) must
         # not hold a failover behind it (the health probe's timeout, control/probe.py).
         self.observe_timeout_s = observe_timeout_s
@@ -201,19 +211,25 @@ class Actuator:
     def _load(self, gpu_id: str, model: str, max_batch: int) -> None:
         gpu = self._gpu(gpu_id)
         config = self.override(model, gpu, max_batch)
-        last: Exception | None = None
-        for attempt in range(self.retries):
-            try:
-                with self._client(gpu.server) as server:
-                    server.load(model, config_json=config)
-                    if server.is_model_ready(model):
-                        return
-                    last = ServerError(f"{gpu.server}: {model} not ready after load")
-            except ServerError as err:
-                last = err
-            log.warning("load %s on %s failed (attempt %d): %s", model, gpu_id, attempt + 1, last)
-            time.sleep(self.backoff_s * (2**attempt))
-        raise last or ServerError(f"{gpu.server}: load {model} failed")
+
+        def warn(state: RetryCallState) -> None:
+            err = state.outcome.exception() if state.outcome is not None else None
+            log.warning(
+                "load %s on %s failed (attempt %d): %s", model, gpu_id, state.attempt_number, err
+            )
+
+        for attempt in Retrying(
+            stop=stop_after_attempt(self.retries),
+            wait=wait_exponential(multiplier=self.backoff_s),
+            retry=retry_if_exception_type(ServerError),
+            after=warn,
+            sleep=self._sleep,
+            reraise=True,  # the last attempt's error, not tenacity's RetryError
+        ):
+            with attempt, self._client(gpu.server) as server:
+                server.load(model, config_json=config)
+                if not server.is_model_ready(model):
+                    raise ServerError(f"{gpu.server}: {model} not ready after load")
 
     def apply(
         self, plan: Plan, current: State | None = None, gpus: Collection[str] | None = None

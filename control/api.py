@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -100,7 +99,7 @@ def create_app(cp: ControlPlane, token: str | None) -> FastAPI:
 
     @app.get("/v1/fleet/health")
     async def fleet_health() -> dict[str, Any]:
-        return {"servers": cp.health.snapshot(time.monotonic())}
+        return {"servers": cp.health.snapshot(cp.clock.now())}
 
     @app.post("/v1/fleet/reports", status_code=202)
     async def fleet_report(body: FleetReport) -> dict[str, Any]:

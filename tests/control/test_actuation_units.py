@@ -1,13 +1,16 @@
-"""Pure pieces of the control loop: actuation diffs, effective plans, rate windows, the store."""
+"""Pure pieces of the control loop: actuation diffs, effective plans, load retries, rate windows,
+the store."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from control.actuator import Changes, changes, desired_state, effective_plan
+from control.actuator import Actuator, Changes, changes, desired_state, effective_plan
 from control.rates import RateWindow, out_of_band
 from control.store import Store
 from control.types import Plan, Session
+from model_repo_tools.fleet import Fleet, FleetGpu
+from tnx.errors import ServerError
 
 
 def _plan(*gpus: tuple[str, list[tuple[str, str, int]]]) -> Plan:
@@ -87,3 +90,59 @@ def test_store_keeps_sessions_and_the_last_plan(tmp_path: Path) -> None:
     assert [s.id for s in again.sessions()] == ["a"]
     revision, plan = again.last_plan()  # type: ignore[misc]
     assert revision == 2 and plan.gpus[0].gpu == "g1"
+
+
+class _FlakyServer:
+    """A TritonServer stand-in whose loads fail `fails` times, then succeed."""
+
+    def __init__(self, fails: int, calls: list[str]) -> None:
+        self.fails, self.calls = fails, calls
+
+    def __enter__(self) -> _FlakyServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def load(self, model: str, config_json: str) -> None:
+        self.calls.append(model)
+        if len(self.calls) <= self.fails:
+            raise ServerError(f"load {len(self.calls)} refused")
+
+    def is_model_ready(self, model: str) -> bool:
+        return True
+
+
+def _actuator(tmp_path: Path, fails: int, calls: list[str], sleeps: list[float]) -> Actuator:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.pbtxt").write_text('name: "m"\nmax_batch_size: 8\n')
+    fleet = Fleet(gpus=[FleetGpu(id="t-0/0", gpu_type="cpu", memory_bytes=1, server="h:0")])
+    return Actuator(
+        fleet,
+        tmp_path,
+        retries=3,
+        backoff_s=0.5,
+        client=lambda _: _FlakyServer(fails, calls),  # type: ignore[arg-type,return-value]
+        sleep=sleeps.append,
+    )
+
+
+def test_a_load_is_retried_with_doubling_backoff(tmp_path: Path, caplog) -> None:
+    calls: list[str] = []
+    sleeps: list[float] = []
+    res = _actuator(tmp_path, 2, calls, sleeps).apply(_plan(("t-0/0", [("a", "m", 4)])), {})
+    assert res.loaded == [("t-0/0", "m")] and not res.failed
+    assert len(calls) == 3 and sleeps == [0.5, 1.0]
+    assert [r.getMessage() for r in caplog.records if "attempt" in r.getMessage()] == [
+        "load m on t-0/0 failed (attempt 1): load 1 refused",
+        "load m on t-0/0 failed (attempt 2): load 2 refused",
+    ]
+
+
+def test_a_load_that_keeps_failing_raises_its_last_error(tmp_path: Path) -> None:
+    calls: list[str] = []
+    sleeps: list[float] = []
+    res = _actuator(tmp_path, 5, calls, sleeps).apply(_plan(("t-0/0", [("a", "m", 4)])), {})
+    assert len(calls) == 3 and res.failed == {("t-0/0", "m"): "load 3 refused"}
+    [u] = res.plan.unplaced
+    assert "load 3 refused" in u.reason
