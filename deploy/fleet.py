@@ -3,7 +3,8 @@
 Each server gets free loopback ports (HTTP, gRPC, metrics), explicit model
 control and its own log file, and is started in its own process group so that
 stopping it also stops its Python-backend stubs. Shutdown is terminate, then
-kill after a grace period (as Triton Model Analyzer does).
+kill after a grace period (as Triton Model Analyzer does). Processes are read
+with psutil; waits are tenacity's (`deploy.services.poll`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from deploy.hardware import Executor, detect_executors
+from deploy.services import poll, wait_ready
 from deploy.triton import find_tritonserver
 from model_repo_tools.fleet import Fleet, FleetGpu
+from model_repo_tools.host import process_group
 from tnx.errors import FleetError
 
 HOST = "127.0.0.1"
@@ -89,17 +93,13 @@ def _log_tail(path: Path, lines: int = 3) -> str:
 
 def _wait_ready(proc: subprocess.Popen, spec: ServerSpec, deadline: float) -> None:
     url = f"http://{HOST}:{spec.http_port}/v2/health/ready"
-    with httpx.Client(timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise FleetError(
-                    f"tritonserver {spec.index} (http {HOST}:{spec.http_port}) exited with code "
-                    f"{proc.returncode} at start: {_log_tail(spec.log)} (log: {spec.log})"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(url).status_code == 200:
-                    return
-            time.sleep(0.1)
+    if wait_ready(proc, url, deadline - time.monotonic()):
+        return
+    if proc.poll() is not None:
+        raise FleetError(
+            f"tritonserver {spec.index} (http {HOST}:{spec.http_port}) exited with code "
+            f"{proc.returncode} at start: {_log_tail(spec.log)} (log: {spec.log})"
+        )
     raise FleetError(f"tritonserver {spec.index} not ready within timeout (log: {spec.log})")
 
 
@@ -218,12 +218,9 @@ def restart_server(
     install = find_tritonserver(tritonserver)
     ports = [_port(g.http, "http", gpu_id), _port(g.server, "grpc", gpu_id)]
     ports.append(_port(g.metrics, "metrics", gpu_id))
-    deadline = time.monotonic() + 10.0
-    while not all(port_is_free(p, reuse=True) for p in ports):
-        if time.monotonic() > deadline:
-            busy = [p for p in ports if not port_is_free(p, reuse=True)]
-            raise FleetError(f"gpu {gpu_id}: port {HOST}:{busy[0]} still taken after its stop")
-        time.sleep(0.1)
+    if not poll(lambda: all(port_is_free(p, reuse=True) for p in ports), 10.0):
+        busy = [p for p in ports if not port_is_free(p, reuse=True)]
+        raise FleetError(f"gpu {gpu_id}: port {HOST}:{busy[0]} still taken after its stop")
     spec = ServerSpec(
         index,
         _port(g.http, "http", gpu_id),
@@ -247,35 +244,36 @@ def restart_server(
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours still answers kill(0): reap it if we can.
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return _is_running(pid)
-    return done == 0
+    """Whether `pid` has not exited; a zombie child of ours is reaped on the way."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    return _is_running(pid)
+
+
+def _wait_gone(pids: list[int], grace_s: float, running: Callable[[int], bool]) -> None:
+    poll(lambda: not any(running(p) for p in pids), grace_s, interval_s=0.05)
 
 
 def _is_running(pid: int) -> bool:
+    """Whether `pid` exists and has not exited (a zombie has, though it is not reaped yet)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
-    return state != "Z"
+
+
+def _argv0(proc: psutil.Process) -> str:
+    try:
+        return next(iter(proc.cmdline()), "")
+    except psutil.Error:  # gone, a zombie, or not ours to read
+        return ""
 
 
 def is_tritonserver(pid: int) -> bool:
     """Guard against pid reuse: only signal processes that are tritonserver."""
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-    except OSError:
-        return False
-    return cmd.endswith(b"tritonserver")
+    with contextlib.suppress(psutil.Error):
+        return _argv0(psutil.Process(pid)).endswith("tritonserver")
+    return False
 
 
 def stop_pids(pids: Iterable[int], grace_s: float = 10.0) -> None:
@@ -284,9 +282,7 @@ def stop_pids(pids: Iterable[int], grace_s: float = 10.0) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.05)
+    _wait_gone(pids, grace_s, _alive)
     for pid in pids:
         # The group may hold stubs even after the server itself has gone.
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -300,18 +296,7 @@ def triton_group(pgid: int) -> list[int]:
     """The processes of process group `pgid` that are Triton's (the server, its Python-backend
     stubs): what is left of a server that died, found by its group since the server started
     its own session. Others that happen to share a reused group id are left alone."""
-    members = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")[0]
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z" and b"triton" in cmd:
-            members.append(int(proc.name))
-    return members
+    return [p.pid for p in process_group(pgid) if "triton" in _argv0(p)]
 
 
 def stop_fleet(fleet: Fleet, grace_s: float = 10.0) -> list[str]:
@@ -330,9 +315,7 @@ def stop_fleet(fleet: Fleet, grace_s: float = 10.0) -> list[str]:
         if leftovers:
             ids.append(g.id)
             # Gone, not just signalled: a stub may hold the server's inherited sockets.
-            deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline and any(_is_running(p) for p in leftovers):
-                time.sleep(0.05)
+            _wait_gone(leftovers, grace_s, _is_running)
     return ids
 
 

@@ -7,23 +7,19 @@ from pathlib import Path
 
 from tnx.errors import RepositoryError
 
-# onnx.TensorProto element types → Triton config data types
-ONNX_TO_TRITON = {
-    1: "TYPE_FP32",
-    2: "TYPE_UINT8",
-    3: "TYPE_INT8",
-    4: "TYPE_UINT16",
-    5: "TYPE_INT16",
-    6: "TYPE_INT32",
-    7: "TYPE_INT64",
-    8: "TYPE_STRING",
-    9: "TYPE_BOOL",
-    10: "TYPE_FP16",
-    11: "TYPE_FP64",
-    12: "TYPE_UINT32",
-    13: "TYPE_UINT64",
-    16: "TYPE_BF16",
-}
+
+def triton_type(elem_type: int) -> str | None:
+    """Triton's config data type (TYPE_FP32, …) of an onnx.TensorProto element type; None
+    where Triton has none (float8, int4, …). Through numpy: onnx.helper's table, then
+    tritonclient.utils's, whose BYTES a model config calls STRING."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+    from tritonclient.utils import np_to_triton_dtype
+
+    try:
+        name = np_to_triton_dtype(tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError, ValueError):  # UNDEFINED, or a number onnx does not know
+        return None
+    return None if name is None else "TYPE_" + ("STRING" if name == "BYTES" else name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +41,7 @@ def read_io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     def info(v) -> TensorInfo:
         t = v.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
-        dtype = ONNX_TO_TRITON.get(t.elem_type)
+        dtype = triton_type(t.elem_type)
         if dtype is None:
             raise RepositoryError(f"{path}: tensor {v.name!r} has unsupported type {t.elem_type}")
         return TensorInfo(v.name, dtype, dims)

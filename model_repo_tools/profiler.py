@@ -17,8 +17,8 @@ that a noisy size cannot make a bigger batch look cheaper; memory(b) is made
 non-decreasing by a running maximum, which never lowers a measurement.
 
 Memory is Triton's `memory_usage` statistics where the backend reports it, else
-on a GPU server the GPU memory of the server's processes (nvidia-smi's compute
-apps), or the GPU's used memory from Triton's metrics (`nv_gpu_memory_used_bytes`),
+on a GPU server the GPU memory of the server's processes (NVML's compute
+processes), or the GPU's used memory from Triton's metrics (`nv_gpu_memory_used_bytes`),
 else the resident memory of the server's process group (Python-backend stubs are
 separate processes) — each measured as growth from before the model was loaded,
 after each size's warm-up.
@@ -29,31 +29,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+import psutil
 
-from model_repo_tools import nvidia_smi
 from model_repo_tools.fleet import FleetGpu
+from model_repo_tools.host import gpu_memory, process_group
 from model_repo_tools.profiles import BatchPoint, Profile
 from model_repo_tools.triton_client import TritonServer
 from tnx.errors import ServerError, UserInputError
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32)
-_NP = {
-    "TYPE_FP32": np.float32,
-    "TYPE_FP16": np.float16,
-    "TYPE_FP64": np.float64,
-    "TYPE_INT64": np.int64,
-    "TYPE_INT32": np.int32,
-    "TYPE_INT8": np.int8,
-    "TYPE_UINT8": np.uint8,
-    "TYPE_BOOL": np.bool_,
-}
 
 
 @dataclass(slots=True, frozen=True)
@@ -191,60 +180,29 @@ def measure_rounds(
 # --- memory probes ---------------------------------------------------------------------
 
 
-def _group_rss(pid: int) -> int:
-    """Resident bytes of every process in `pid`'s process group (server + its stubs)."""
-    page = os.sysconf("SC_PAGE_SIZE")
+def _group_rss(pgid: int) -> int:
+    """Resident bytes of every process in process group `pgid` (server + its stubs)."""
     total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pid:  # field 5 of stat: the process group id
-                total += int((entry / "statm").read_text().split()[1]) * page
+    for proc in process_group(pgid):
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
     return total
-
-
-def _group_pids(pgid: int) -> set[int]:
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
-                    pids.add(int(entry.name))
-    return pids
-
-
-def parse_compute_apps(text: str, pids: set[int]) -> int | None:
-    """Bytes of GPU memory that `pids` hold, from `nvidia-smi --query-compute-apps=pid,
-    used_memory --format=csv,noheader,nounits` (MiB); None when none of them is listed."""
-    total, seen = 0, False
-    for line in text.strip().splitlines():
-        pid, _, mib = line.partition(",")
-        if pid.strip().isdigit() and int(pid) in pids and mib.strip().isdigit():
-            total += int(mib.strip()) * 1024 * 1024
-            seen = True
-    return total if seen else None
-
-
-def _nvidia_smi_memory(pgid: int) -> int | None:
-    out = nvidia_smi.query("--query-compute-apps=pid,used_memory")
-    if out is None:
-        return None
-    used = parse_compute_apps(out, _group_pids(pgid))
-    return 0 if used is None else used  # no GPU process in the group: it holds nothing
 
 
 def parse_gpu_metrics(text: str) -> int | None:
     """Used GPU bytes from Triton's Prometheus text; None where the metrics are dead
-    (seen on an H200 machine: DCGM unavailable, total and used both read 0)."""
-    used = total = 0.0
-    for ln in text.splitlines():
-        if ln.startswith("nv_gpu_memory_used_bytes"):
-            used += float(ln.split()[-1])
-        elif ln.startswith("nv_gpu_memory_total_bytes"):
-            total += float(ln.split()[-1])
-    return int(used) if total > 0 else None
+    (seen on an H200 machine: DCGM unavailable, total and used both read 0) or unreadable."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums = {"nv_gpu_memory_used_bytes": 0.0, "nv_gpu_memory_total_bytes": 0.0}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in sums:
+                    sums[sample.name] += sample.value
+    except ValueError:
+        return None
+    return int(sums["nv_gpu_memory_used_bytes"]) if sums["nv_gpu_memory_total_bytes"] > 0 else None
 
 
 def _gpu_memory_used(metrics: str) -> int | None:
@@ -265,12 +223,13 @@ class MemoryProbe:
     def __call__(self) -> int | None:
         if self.gpu.gpu_type != "cpu":
             # Per process first: it counts only this server, even when servers share a GPU.
-            used = _nvidia_smi_memory(self.gpu.pid) if self.gpu.pid else None
+            pid = self.gpu.pid
+            used = gpu_memory(p.pid for p in process_group(pid)) if pid else None
             if used is None and self.gpu.metrics:
                 used = _gpu_memory_used(self.gpu.metrics)
             if used is not None:
                 return used
-        if self.gpu.pid and Path(f"/proc/{self.gpu.pid}").exists():
+        if self.gpu.pid and psutil.pid_exists(self.gpu.pid):
             return _group_rss(self.gpu.pid)
         return None
 
@@ -284,17 +243,20 @@ def _reported_memory(stats: dict) -> int | None:
 
 
 def _inputs(config: dict, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    from tritonclient.utils import triton_to_np_dtype
+
     batched = int(config.get("max_batch_size", 0)) > 0
     out = {}
     for t in config["input"]:
         dims = [int(d) if int(d) > 0 else 1 for d in t.get("dims", [])]
         shape = ([batch] if batched else []) + dims
-        dtype = _NP.get(t.get("data_type", "TYPE_FP32"))
-        if dtype is None:
-            raise UserInputError(f"input {t['name']!r}: cannot profile data type {t['data_type']}")
+        data_type = t.get("data_type", "TYPE_FP32")
+        dtype = triton_to_np_dtype(data_type.removeprefix("TYPE_"))
+        if dtype is None:  # TYPE_STRING among them: no random strings to send
+            raise UserInputError(f"input {t['name']!r}: cannot profile data type {data_type}")
         out[t["name"]] = (
             rng.standard_normal(shape)
-            if dtype in (np.float32, np.float16, np.float64)
+            if np.issubdtype(dtype, np.floating)
             else rng.integers(0, 2, shape)
         ).astype(dtype)
     return out

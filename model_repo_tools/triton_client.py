@@ -8,7 +8,6 @@ line instead of a gRPC traceback.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,14 +62,20 @@ class TritonServer:
     def unload(self, model: str, wait: bool = True) -> None:
         """Unload `model`; with `wait`, return once the server has finished unloading it
         (Triton answers at once and keeps the model UNLOADING while its instances stop)."""
+        from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
+
         with translated(self.address, f"unload {model}"):
             self.client.unload_model(model, client_timeout=self.timeout_s)
-        deadline = time.monotonic() + self.timeout_s
-        while wait and time.monotonic() < deadline:
-            states = {m["name"]: m.get("state") for m in self.repository_index()}
-            if states.get(model) != "UNLOADING":
-                return
-            time.sleep(0.05)
+        if wait:
+            Retrying(
+                stop=stop_after_delay(self.timeout_s),
+                wait=wait_fixed(0.05),
+                retry=retry_if_result(lambda state: state == "UNLOADING"),
+                retry_error_callback=lambda _: None,  # still unloading: the caller goes on
+            )(self._state, model)
+
+    def _state(self, model: str) -> str | None:
+        return next((m.get("state") for m in self.repository_index() if m["name"] == model), None)
 
     def is_live(self) -> bool:
         from tritonclient.utils import InferenceServerException

@@ -105,14 +105,33 @@ def test_check_rejects_an_unknown_field(exported, tmp_path: Path) -> None:
 
 
 def test_gpu_memory_readings() -> None:
-    from model_repo_tools.profiler import parse_compute_apps, parse_gpu_metrics
+    from model_repo_tools.profiler import parse_gpu_metrics
 
-    smi = "1201, 812\n1202, 20\n999, 4000\n"
-    assert parse_compute_apps(smi, {1201, 1202}) == 832 * 1024 * 1024
-    assert parse_compute_apps(smi, {7}) is None
     live = (
-        'nv_gpu_memory_total_bytes{gpu_uuid="a"} 1e9\nnv_gpu_memory_used_bytes{gpu_uuid="a"} 5e8\n'
+        "# HELP nv_gpu_memory_total_bytes GPU total memory, in bytes\n"
+        "# TYPE nv_gpu_memory_total_bytes gauge\n"
+        'nv_gpu_memory_total_bytes{gpu_uuid="a"} 1e9\n'
+        'nv_gpu_memory_total_bytes{gpu_uuid="b"} 1e9\n'
+        "# HELP nv_gpu_memory_used_bytes GPU used memory, in bytes\n"
+        "# TYPE nv_gpu_memory_used_bytes gauge\n"
+        'nv_gpu_memory_used_bytes{gpu_uuid="a"} 5e8\n'
+        'nv_gpu_memory_used_bytes{gpu_uuid="b"} 1e8\n'
+        'nv_inference_count{model="m",version="1"} 12\n'
     )
-    assert parse_gpu_metrics(live) == 500_000_000
+    assert parse_gpu_metrics(live) == 600_000_000
+    assert parse_gpu_metrics("nv_gpu_memory_used_bytes{") is None
     dead = 'nv_gpu_memory_total_bytes{gpu_uuid="a"} 0\nnv_gpu_memory_used_bytes{gpu_uuid="a"} 0\n'
     assert parse_gpu_metrics(dead) is None
+
+
+def test_onnx_element_types_in_triton_terms() -> None:
+    from onnx import TensorProto
+
+    from model_repo_tools.onnx_io import triton_type
+
+    assert triton_type(TensorProto.FLOAT) == "TYPE_FP32"
+    assert triton_type(TensorProto.INT64) == "TYPE_INT64"
+    assert triton_type(TensorProto.STRING) == "TYPE_STRING"
+    assert triton_type(TensorProto.BFLOAT16) == "TYPE_BF16"
+    assert triton_type(TensorProto.FLOAT8E4M3FN) is None
+    assert triton_type(TensorProto.UNDEFINED) is None
