@@ -40,6 +40,7 @@ from router.driver import MIN_GRACE_MS, AsyncRouter, Event
 from router.http_errors import RETRY, HttpError, error_body, no_server
 from router.infer_route import ClientGone, InferHeaders, Receive, Reply, read_body, serve_infer
 from router.metrics import RouterMetrics
+from router.model_schema import TensorSpec, specs_from_metadata, validate_inputs
 from router.policy import BatchPolicy
 from router.routing import SessionTable
 from router.types import Answered, DropMode
@@ -59,7 +60,7 @@ DEFAULT_MAX_PENDING = 4096
 class ModelInfo:
     metadata: dict[str, Any]
     max_batch_size: int
-    inputs: list[kserve.TensorSpec]
+    inputs: list[TensorSpec]
     output_names: list[str]
     version: str = "1"
 
@@ -203,7 +204,7 @@ class RouterService:
                 except ServerError as err:
                     errors.append(str(err))
                     continue
-                inputs, outputs = kserve.specs_from_metadata(meta, mbs)
+                inputs, outputs = specs_from_metadata(meta, mbs)
                 version = str((meta.get("versions") or ["1"])[0])
                 info = ModelInfo(meta, mbs, inputs, [o.name for o in outputs], version)
                 self._models[model] = info
@@ -244,7 +245,7 @@ class RouterService:
             body,
             None if header_length is None else kserve.parse_header_length(header_length.decode()),
         )
-        n = kserve.validate_inputs(
+        n = validate_inputs(
             req, info.inputs, outputs=info.output_names, max_batch_size=info.max_batch_size
         )
         r = router.request(session, req.inputs, n or 1, arrival, self.reserve_ms)

@@ -13,77 +13,29 @@ so that ``tritonclient.http`` works against the router unchanged:
 - JSON tensors carry ``data`` as a flat or nested list; responses use flat lists.
 
 Pure functions of bytes and numpy arrays: the HTTP layer parses headers and maps
-`BadRequest` to a 400 with `error_body`.
+`BadRequest` to a 400 (`router.http_errors`). Whether a decoded request fits the
+model is `router.model_schema`'s question; datatypes are `router.datatypes`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from tnx.errors import ServerError, UserInputError
+from router.datatypes import DTYPES, triton_datatype
+from tnx.errors import UserInputError
 
 INFERENCE_HEADER = "Inference-Header-Content-Length"
 
 
 class BadRequest(UserInputError):
     """The request body is malformed or does not fit the model; str(err) names the tensor."""
-
-
-# --- datatypes ---------------------------------------------------------------------------
-
-_NUMPY: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-    "BYTES": np.dtype(np.object_),
-}
-try:  # BF16 needs ml_dtypes, which tritonclient itself depends on
-    import ml_dtypes
-
-    _NUMPY["BF16"] = np.dtype(ml_dtypes.bfloat16)
-except ImportError:  # pragma: no cover
-    pass
-
-DATATYPES: frozenset[str] = frozenset(_NUMPY)
-_NAMES = {dt: name for name, dt in _NUMPY.items() if name != "BYTES"}
-
-
-def numpy_dtype(datatype: str) -> np.dtype:
-    """The numpy dtype for a Triton datatype name ("FP32" -> float32); BYTES is object."""
-    try:
-        return _NUMPY[datatype]
-    except KeyError:
-        raise ValueError(f"unknown datatype {datatype!r}") from None
-
-
-def triton_datatype(dtype: np.dtype | type) -> str:
-    """The Triton datatype name for a numpy dtype; str, bytes and object arrays are BYTES."""
-    dt = np.dtype(dtype)
-    if dt.kind in "OSU":
-        return "BYTES"
-    try:
-        return _NAMES[dt]
-    except KeyError:
-        raise ValueError(f"numpy dtype {dt} has no Triton datatype") from None
-
-
-def _element_size(datatype: str) -> int:
-    return _NUMPY[datatype].itemsize
 
 
 # --- requests ----------------------------------------------------------------------------
@@ -148,12 +100,11 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
     raw_inputs = header.get("inputs")
     if not isinstance(raw_inputs, list):
         raise BadRequest("request has no 'inputs' list")
-    inputs: dict[str, np.ndarray] = {}
-    datatypes: dict[str, str] = {}
+    req = InferRequest({}, request_id, parameters=parameters, binary_output_default=binary_default)
     offset = header_length
     for i, raw in enumerate(raw_inputs):
         name, datatype, shape, params = _tensor_header(raw, f"inputs[{i}]", "input")
-        if name in inputs:
+        if name in req.inputs:
             raise BadRequest(f"input '{name}': given more than once")
         if "shared_memory_region" in params:
             raise BadRequest(f"input '{name}': shared memory is not supported by the router")
@@ -177,8 +128,8 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
             array = _from_json(raw["data"], datatype, shape, f"input '{name}'")
         else:
             raise BadRequest(f"input '{name}': has neither 'data' nor binary_data_size")
-        inputs[name] = array
-        datatypes[name] = datatype
+        req.inputs[name] = array
+        req.input_datatypes[name] = datatype
     if offset != len(view):
         raise BadRequest(
             f"body has {len(view) - offset} bytes after the last binary input "
@@ -186,16 +137,10 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
             f"the body carries {len(view) - header_length} after the JSON header)"
         )
 
-    requested, binary_output = _decode_outputs(header.get("outputs"), binary_default)
-    return InferRequest(
-        inputs=inputs,
-        id=request_id,
-        requested_outputs=requested,
-        binary_output=binary_output,
-        binary_output_default=binary_default,
-        parameters=parameters,
-        input_datatypes=datatypes,
+    req.requested_outputs, req.binary_output = _decode_outputs(
+        header.get("outputs"), binary_default
     )
+    return req
 
 
 def _decode_outputs(
@@ -238,9 +183,9 @@ def _tensor_header(raw: Any, where: str, kind: str) -> tuple[str, str, list[int]
     datatype = raw.get("datatype")
     if datatype is None:
         raise BadRequest(f"{label}: missing 'datatype'")
-    if datatype not in _NUMPY:
+    if datatype not in DTYPES:
         raise BadRequest(
-            f"{label}: unknown datatype {datatype!r} (expected one of {', '.join(_NUMPY)})"
+            f"{label}: unknown datatype {datatype!r} (expected one of {', '.join(DTYPES)})"
         )
     shape = raw.get("shape")
     if shape is None:
@@ -257,7 +202,7 @@ def _tensor_header(raw: Any, where: str, kind: str) -> tuple[str, str, list[int]
 
 def from_binary(buf: memoryview, datatype: str, shape: list[int], label: str) -> np.ndarray:
     """A tensor from its binary form (BadRequest, naming `label`, when the bytes do not fit)."""
-    count = _prod(shape)
+    count = math.prod(shape)
     if datatype == "BYTES":
         elements = _split_bytes(buf, label)
         if len(elements) != count:
@@ -268,13 +213,13 @@ def from_binary(buf: memoryview, datatype: str, shape: list[int], label: str) ->
         array = np.empty(count, dtype=np.object_)
         array[:] = elements
         return array.reshape(shape)
-    expected = count * _element_size(datatype)
+    expected = count * DTYPES[datatype].itemsize
     if len(buf) != expected:
         raise BadRequest(
             f"{label}: binary_data_size is {len(buf)} bytes, {datatype} shape {shape} "
             f"needs {expected}"
         )
-    return np.frombuffer(buf, dtype=_NUMPY[datatype]).reshape(shape)
+    return np.frombuffer(buf, dtype=DTYPES[datatype]).reshape(shape)
 
 
 def _split_bytes(buf: memoryview, label: str) -> list[bytes]:
@@ -313,7 +258,7 @@ _JSON_KINDS = {  # numpy kinds of the inferred array that each datatype accepts 
 
 
 def _from_json(data: Any, datatype: str, shape: list[int], label: str) -> np.ndarray:
-    count = _prod(shape)
+    count = math.prod(shape)
     if not isinstance(data, list):
         data = [data]  # a lone scalar, as some clients send for shape [1] or []
     if datatype == "BYTES":
@@ -334,8 +279,8 @@ def _from_json(data: Any, datatype: str, shape: list[int], label: str) -> np.nda
     if parsed.size != count:
         raise BadRequest(f"{label}: 'data' has {parsed.size} elements, shape {shape} needs {count}")
     if count == 0:
-        return np.empty(shape, dtype=_NUMPY[datatype])
-    target = _NUMPY[datatype]
+        return np.empty(shape, dtype=DTYPES[datatype])
+    target = DTYPES[datatype]
     if target.kind in "iu" and parsed.dtype.kind not in "iu":
         # numpy reads [2**64 - 1, 3] as float64; redo integers past int64 exactly
         flat = _flatten(data)
@@ -366,112 +311,6 @@ def _flatten(data: list) -> list:
         else:
             stack.pop()
     return flat
-
-
-def _prod(shape: Iterable[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
-# --- validation against the model -------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TensorSpec:
-    """A model tensor: dims exclude the batch axis when `batched`; -1 is a variable dim."""
-
-    name: str
-    datatype: str
-    dims: tuple[int, ...]
-    batched: bool = False
-
-    def expected_shape(self) -> list[int]:
-        return [-1, *self.dims] if self.batched else list(self.dims)
-
-
-def specs_from_metadata(
-    metadata: Mapping[str, Any], max_batch_size: int
-) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """(inputs, outputs) from Triton's ``GET /v2/models/{m}`` JSON and the config's
-    max_batch_size; with max_batch_size > 0 the metadata shapes lead with the -1 batch dim."""
-    batched = max_batch_size > 0
-    model = metadata.get("name", "?")
-    result: tuple[list[TensorSpec], list[TensorSpec]] = ([], [])
-    for kind, specs in zip(("inputs", "outputs"), result, strict=True):
-        for tensor in metadata.get(kind, []):
-            shape = [int(d) for d in tensor["shape"]]
-            if batched:
-                if not shape or shape[0] != -1:
-                    raise ServerError(
-                        f"model '{model}' {kind[:-1]} '{tensor['name']}': metadata shape "
-                        f"{shape} lacks the leading -1 batch dimension of max_batch_size "
-                        f"{max_batch_size}"
-                    )
-                shape = shape[1:]
-            specs.append(TensorSpec(tensor["name"], tensor["datatype"], tuple(shape), batched))
-    return result
-
-
-def validate_inputs(
-    req: InferRequest,
-    expected: list[TensorSpec],
-    *,
-    outputs: Iterable[str] | None = None,
-    max_batch_size: int = 0,
-) -> int | None:
-    """Check the request's inputs (and requested outputs, given the model's output names)
-    against the model; return the batch size of a batched model, else None."""
-    specs = {s.name: s for s in expected}
-    for name in req.inputs:
-        if name not in specs:
-            raise BadRequest(
-                f"input '{name}': unknown input (the model takes {', '.join(specs) or 'none'})"
-            )
-    batch: int | None = None
-    batch_from = ""
-    for spec in expected:
-        if spec.name not in req.inputs:
-            raise BadRequest(
-                f"input '{spec.name}': missing ({spec.datatype} {spec.expected_shape()})"
-            )
-        array = req.inputs[spec.name]
-        datatype = req.input_datatypes.get(spec.name) or triton_datatype(array.dtype)
-        if datatype != spec.datatype:
-            raise BadRequest(
-                f"input '{spec.name}': datatype {datatype} does not match the model's "
-                f"{spec.datatype}"
-            )
-        shape = list(array.shape)
-        want = spec.expected_shape()
-        if len(shape) != len(want) or any(
-            w != -1 and w != s for s, w in zip(shape, want, strict=True)
-        ):
-            raise BadRequest(f"input '{spec.name}': shape {shape} does not match {want}")
-        if spec.batched:
-            if shape[0] < 1:
-                raise BadRequest(f"input '{spec.name}': batch size must be at least 1")
-            if 0 < max_batch_size < shape[0]:
-                raise BadRequest(
-                    f"input '{spec.name}': batch size {shape[0]} exceeds the model's "
-                    f"max_batch_size {max_batch_size}"
-                )
-            if batch is None:
-                batch, batch_from = shape[0], spec.name
-            elif shape[0] != batch:
-                raise BadRequest(
-                    f"input '{spec.name}': batch size {shape[0]} differs from input "
-                    f"'{batch_from}' ({batch})"
-                )
-    if outputs is not None and req.requested_outputs is not None:
-        known = list(outputs)
-        for name in req.requested_outputs:
-            if name not in known:
-                raise BadRequest(
-                    f"output '{name}': unknown output (the model gives {', '.join(known)})"
-                )
-    return batch
 
 
 # --- responses ---------------------------------------------------------------------------
@@ -559,7 +398,7 @@ def to_binary(array: np.ndarray, datatype: str) -> bytes:
     """A tensor's binary form: raw little-endian values, or length-prefixed BYTES elements."""
     if datatype == "BYTES":
         return b"".join(struct.pack("<I", len(b)) + b for b in _bytes_elements(array))
-    return np.ascontiguousarray(array, dtype=_NUMPY[datatype]).tobytes()
+    return np.ascontiguousarray(array, dtype=DTYPES[datatype]).tobytes()
 
 
 def _to_json(array: np.ndarray, datatype: str, name: str) -> list:
@@ -573,8 +412,3 @@ def _to_json(array: np.ndarray, datatype: str, name: str) -> list:
     if datatype == "BF16":
         array = array.astype(np.float32)
     return array.reshape(-1).tolist()
-
-
-def error_body(message: str, **extra: Any) -> bytes:
-    """A KServe error body, ``{"error": message, ...}``."""
-    return json.dumps({"error": message, **extra}).encode()

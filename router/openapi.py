@@ -16,7 +16,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from router.kserve import DATATYPES, INFERENCE_HEADER
+from router.datatypes import DATATYPES
+from router.kserve import INFERENCE_HEADER
 
 JSON = "application/json"
 BINARY = "application/octet-stream"

@@ -23,6 +23,7 @@ import numpy as np
 
 from model_repo_tools.fleet import Fleet
 from router import kserve
+from router.datatypes import triton_datatype
 from router.triton_errors import triton_error
 from router.triton_http import HttpInferClient
 from router.types import Request
@@ -138,7 +139,7 @@ class TritonBackend:
 
         request = service_pb2.ModelInferRequest(model_name=model)
         for name, array in inputs.items():
-            datatype = kserve.triton_datatype(array.dtype)
+            datatype = triton_datatype(array.dtype)
             # The tensor's bytes go in raw_input_contents, in the order of the inputs.
             request.inputs.add(name=name, datatype=datatype, shape=array.shape)
             request.raw_input_contents.append(kserve.to_binary(array, datatype))

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import numpy as np
 
 from router import kserve
+from router.datatypes import triton_datatype
 from router.triton_errors import triton_error
 from tnx.errors import ServerError
 
@@ -150,7 +151,7 @@ def _encode(model: str, host: str, inputs: dict[str, np.ndarray]) -> bytes:
     tensors = []
     raws = []
     for name, array in inputs.items():
-        datatype = kserve.triton_datatype(array.dtype)
+        datatype = triton_datatype(array.dtype)
         raw = kserve.to_binary(array, datatype)
         tensors.append(
             {

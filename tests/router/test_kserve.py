@@ -13,19 +13,16 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from tritonclient.utils import serialize_byte_tensor
 
+from router.datatypes import numpy_dtype, triton_datatype
+from router.http_errors import error_body
 from router.kserve import (
     INFERENCE_HEADER,
     BadRequest,
-    TensorSpec,
     decode_request,
     encode_response,
-    error_body,
-    numpy_dtype,
     parse_header_length,
-    specs_from_metadata,
-    triton_datatype,
-    validate_inputs,
 )
+from router.model_schema import TensorSpec, validate_inputs
 from tnx.errors import UserInputError
 
 Client = httpclient.InferenceServerClient
@@ -233,22 +230,6 @@ def test_multi_sample_batch_validates_and_returns_batch_size():
     assert parse(body, headers).as_numpy("y").shape == (5, 7)
 
 
-def test_specs_from_metadata():
-    metadata = {
-        "name": "resnet",
-        "versions": ["1"],
-        "platform": "onnxruntime_onnx",
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 224, 224]}],
-        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 1000]}],
-    }
-    inputs, outputs = specs_from_metadata(metadata, max_batch_size=32)
-    assert inputs == [TensorSpec("input", "FP32", (3, 224, 224), batched=True)]
-    assert outputs == [TensorSpec("logits", "FP32", (1000,), batched=True)]
-    assert inputs[0].expected_shape() == [-1, 3, 224, 224]
-    unbatched, _ = specs_from_metadata(metadata, max_batch_size=0)
-    assert unbatched == [TensorSpec("input", "FP32", (-1, 3, 224, 224), batched=False)]
-
-
 def test_datatype_helpers():
     assert numpy_dtype("FP16") == np.float16
     assert numpy_dtype("BYTES") == np.object_
@@ -429,59 +410,7 @@ def test_decode_errors(case):
 
 # --- validation errors -------------------------------------------------------------------
 
-SPECS = [TensorSpec("x", "FP32", (-1, 3, 4), batched=False), TensorSpec("n", "INT64", (1,), True)]
-
-
-def _req(**arrays):
-    return decode_request(*client_request(arrays))
-
-
 X_OK = np.zeros((2, 3, 4), np.float32)
-N_OK = np.zeros((2, 1), np.int64)
-
-VALIDATE_ERRORS = {
-    "unknown input": (
-        dict(x=X_OK, n=N_OK, z=N_OK),
-        "input 'z': unknown input (the model takes x, n)",
-    ),
-    "missing input": (dict(x=X_OK), "input 'n': missing (INT64 [-1, 1])"),
-    "wrong datatype": (
-        dict(x=X_OK.astype(np.float64), n=N_OK),
-        "input 'x': datatype FP64 does not match the model's FP32",
-    ),
-    "wrong shape": (
-        dict(x=np.zeros((2, 3, 5), np.float32), n=N_OK),
-        "input 'x': shape [2, 3, 5] does not match [-1, 3, 4]",
-    ),
-    "wrong rank": (
-        dict(x=X_OK, n=np.zeros((2,), np.int64)),
-        "input 'n': shape [2] does not match [-1, 1]",
-    ),
-    "empty batch": (dict(x=X_OK, n=np.zeros((0, 1), np.int64)), "input 'n': batch size"),
-}
-
-
-@pytest.mark.parametrize("case", list(VALIDATE_ERRORS))
-def test_validate_errors(case):
-    arrays, message = VALIDATE_ERRORS[case]
-    with pytest.raises(BadRequest) as err:
-        validate_inputs(_req(**arrays), SPECS)
-    assert message in str(err.value)
-
-
-def test_validate_batch_limits_and_outputs():
-    specs = [TensorSpec("a", "FP32", (2,), True), TensorSpec("b", "FP32", (2,), True)]
-    a3, b4 = np.zeros((3, 2), np.float32), np.zeros((4, 2), np.float32)
-    with pytest.raises(BadRequest, match="input 'b': batch size 4 differs from input 'a' \\(3\\)"):
-        validate_inputs(_req(a=a3, b=b4), specs)
-    with pytest.raises(
-        BadRequest, match="input 'a': batch size 3 exceeds the model's max_batch_size 2"
-    ):
-        validate_inputs(_req(a=a3, b=a3), specs, max_batch_size=2)
-    outputs = [httpclient.InferRequestedOutput("nope")]
-    req = decode_request(*client_request({"a": a3, "b": a3}, outputs=outputs))
-    with pytest.raises(BadRequest, match="output 'nope': unknown output"):
-        validate_inputs(req, specs, outputs=["y"])
 
 
 def test_encode_errors_name_the_output():
