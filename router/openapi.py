@@ -16,19 +16,15 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from router.datatypes import DATATYPES
 from router.kserve import INFERENCE_HEADER
+from router.openapi_schemas import COUNT, STRING, ref, schemas
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
 def _json(description: str, schema: str, headers: dict[str, Any] | None = None) -> dict:
-    out: dict[str, Any] = {"description": description, "content": {JSON: {"schema": _ref(schema)}}}
+    out: dict[str, Any] = {"description": description, "content": {JSON: {"schema": ref(schema)}}}
     if headers:
         out["headers"] = headers
     return out
@@ -42,24 +38,22 @@ def _empty(description: str) -> dict:
     return {"description": description}
 
 
-_NOT_ROUTED = _error(
-    "No route has this path: a path parameter with `/` in it names no model "
-    '(`{"error": "Not Found"}`).'
+def _param(
+    name: str, where: str, description: str, schema: dict, required: bool = True
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_MODEL = _param("model", "path", "Model name, as the plan's sessions name it.", STRING)
+_VERSION = _param(
+    "version", "path", "Model version, one of the `versions` its metadata lists.", STRING
 )
-_MODEL = {
-    "name": "model",
-    "in": "path",
-    "required": True,
-    "description": "Model name, as the plan's sessions name it.",
-    "schema": {"type": "string"},
-}
-_VERSION = {
-    "name": "version",
-    "in": "path",
-    "required": True,
-    "description": "Model version, one of the `versions` its metadata lists.",
-    "schema": {"type": "string"},
-}
 _UNKNOWN_MODEL = _error(
     "No plan names this model, or it has no such version (or the path names no route)."
 )
@@ -119,13 +113,13 @@ def _infer_operation(op_id: str, *params: dict) -> dict:
         "Retry-After": {
             "description": "Seconds to wait before sending again.",
             "required": True,
-            "schema": {"type": "integer", "minimum": 0},
+            "schema": COUNT,
         }
     }
     header_length = {
         INFERENCE_HEADER: {
             "description": "Length of the JSON header that opens a binary body.",
-            "schema": {"type": "integer", "minimum": 0},
+            "schema": COUNT,
         }
     }
     return {
@@ -140,32 +134,28 @@ def _infer_operation(op_id: str, *params: dict) -> dict:
             ),
             "parameters": [
                 *params,
-                {
-                    "name": "X-SLO-Ms",
-                    "in": "header",
-                    "required": False,
-                    "description": (
-                        "Latency SLO in milliseconds: chooses the session among the model's "
-                        "sessions; required when the model has several."
-                    ),
-                    "schema": {"type": "number", "exclusiveMinimum": 0},
-                },
-                {
-                    "name": INFERENCE_HEADER,
-                    "in": "header",
-                    "required": False,
-                    "description": (
-                        "Binary tensor data extension: the body opens with a JSON header of "
-                        "this many bytes, the tensors' raw bytes follow. Without it the whole "
-                        "body is JSON."
-                    ),
-                    "schema": {"type": "integer", "minimum": 0},
-                },
+                _param(
+                    "X-SLO-Ms",
+                    "header",
+                    "Latency SLO in milliseconds: chooses the session among the model's "
+                    "sessions; required when the model has several.",
+                    {"type": "number", "exclusiveMinimum": 0},
+                    required=False,
+                ),
+                _param(
+                    INFERENCE_HEADER,
+                    "header",
+                    "Binary tensor data extension: the body opens with a JSON header of "
+                    "this many bytes, the tensors' raw bytes follow. Without it the whole "
+                    "body is JSON.",
+                    COUNT,
+                    required=False,
+                ),
             ],
             "requestBody": {
                 "required": True,
                 "content": {
-                    JSON: {"schema": _ref("InferenceRequest")},
+                    JSON: {"schema": ref("InferenceRequest")},
                     BINARY: {
                         "schema": {"type": "string", "format": "binary"},
                         "description": (
@@ -185,7 +175,7 @@ def _infer_operation(op_id: str, *params: dict) -> dict:
                     ),
                     "headers": header_length,
                     "content": {
-                        JSON: {"schema": _ref("InferenceResponse")},
+                        JSON: {"schema": ref("InferenceResponse")},
                         BINARY: {"schema": {"type": "string", "format": "binary"}},
                     },
                 },
@@ -295,266 +285,6 @@ def _paths() -> dict[str, dict]:
     }
 
 
-_PARAMETERS = {
-    "type": "object",
-    "description": "KServe parameters: values are strings, numbers or booleans.",
-    "additionalProperties": {"type": ["string", "number", "boolean"]},
-}
-_SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 0}}
-_DATA = {
-    "type": "array",
-    "description": "Elements in row-major order, a flat or nested list; BYTES as strings.",
-    "items": {"type": ["number", "string", "boolean", "array"]},
-}
-_DURATION = {
-    "type": "object",
-    "required": ["count", "ns"],
-    "properties": {
-        "count": {"type": "integer", "minimum": 0},
-        "ns": {"type": "integer", "minimum": 0},
-    },
-}
-_CONFIG_TENSOR = {
-    "type": "object",
-    "required": ["name", "data_type", "dims"],
-    "properties": {
-        "name": {"type": "string"},
-        "data_type": {"type": "string"},
-        "dims": {"type": "array", "items": {"type": "integer"}},
-    },
-}
-_METADATA_TENSOR = {
-    "type": "object",
-    "required": ["name", "datatype", "shape"],
-    "properties": {
-        "name": {"type": "string"},
-        "datatype": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer"}},
-    },
-}
-
-
-def _schemas() -> dict[str, dict]:
-    datatypes = sorted(DATATYPES)
-    return {
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {"type": "string", "description": "What was wrong, in one line."},
-                "reason": {
-                    "type": "string",
-                    "description": "Why a request was not served (503s), e.g. `deadline`.",
-                },
-            },
-        },
-        "RequestInput": {
-            "type": "object",
-            "required": ["name", "shape", "datatype"],
-            "properties": {
-                "name": {"type": "string"},
-                "shape": _SHAPE,
-                "datatype": {"type": "string", "enum": datatypes},
-                "parameters": {
-                    **_PARAMETERS,
-                    "properties": {
-                        "binary_data_size": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "description": "Bytes of this tensor after the JSON header.",
-                        }
-                    },
-                },
-                "data": _DATA,
-            },
-        },
-        "RequestOutput": {
-            "type": "object",
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string"},
-                "parameters": {
-                    **_PARAMETERS,
-                    "properties": {
-                        "binary_data": {
-                            "type": "boolean",
-                            "description": "Answer this output as binary data.",
-                        }
-                    },
-                },
-            },
-        },
-        "InferenceRequest": {
-            "type": "object",
-            "required": ["inputs"],
-            "properties": {
-                "id": {"type": "string"},
-                "parameters": {
-                    **_PARAMETERS,
-                    "properties": {
-                        "binary_data_output": {
-                            "type": "boolean",
-                            "description": "Answer every output as binary data by default.",
-                        }
-                    },
-                },
-                "inputs": {"type": "array", "items": _ref("RequestInput")},
-                "outputs": {
-                    "type": "array",
-                    "items": _ref("RequestOutput"),
-                    "description": "The outputs to answer; all of them when absent.",
-                },
-            },
-        },
-        "ResponseOutput": {
-            "type": "object",
-            "required": ["name", "shape", "datatype"],
-            "properties": {
-                "name": {"type": "string"},
-                "shape": _SHAPE,
-                "datatype": {"type": "string", "enum": datatypes},
-                "parameters": _PARAMETERS,
-                "data": _DATA,
-            },
-        },
-        "InferenceResponse": {
-            "type": "object",
-            "required": ["model_name", "outputs"],
-            "properties": {
-                "model_name": {"type": "string"},
-                "model_version": {"type": "string"},
-                "id": {"type": "string"},
-                "parameters": _PARAMETERS,
-                "outputs": {"type": "array", "items": _ref("ResponseOutput")},
-            },
-        },
-        "ServerMetadata": {
-            "type": "object",
-            "required": ["name", "version", "extensions"],
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": "string"},
-                "extensions": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-        "ModelMetadata": {
-            "type": "object",
-            "required": ["name", "inputs", "outputs"],
-            "properties": {
-                "name": {"type": "string"},
-                "versions": {"type": "array", "items": {"type": "string"}},
-                "platform": {"type": "string"},
-                "inputs": {"type": "array", "items": _METADATA_TENSOR},
-                "outputs": {"type": "array", "items": _METADATA_TENSOR},
-            },
-        },
-        "ModelConfig": {
-            "type": "object",
-            "description": (
-                "Triton's ModelConfig as its HTTP endpoint writes it: every field, 64-bit "
-                "integers as numbers. Only the fields tools rely on are listed."
-            ),
-            "required": ["name", "max_batch_size", "input", "output"],
-            "properties": {
-                "name": {"type": "string"},
-                "platform": {"type": "string"},
-                "backend": {"type": "string"},
-                "max_batch_size": {"type": "integer", "minimum": 0},
-                "input": {"type": "array", "items": _CONFIG_TENSOR},
-                "output": {"type": "array", "items": _CONFIG_TENSOR},
-            },
-        },
-        "InferStatistics": {
-            "type": "object",
-            "required": [
-                "success",
-                "fail",
-                "queue",
-                "compute_input",
-                "compute_infer",
-                "compute_output",
-                "cache_hit",
-                "cache_miss",
-            ],
-            "properties": {
-                k: _DURATION
-                for k in (
-                    "success",
-                    "fail",
-                    "queue",
-                    "compute_input",
-                    "compute_infer",
-                    "compute_output",
-                    "cache_hit",
-                    "cache_miss",
-                )
-            },
-        },
-        "BatchStatistics": {
-            "type": "object",
-            "required": ["batch_size", "compute_input", "compute_infer", "compute_output"],
-            "properties": {
-                "batch_size": {"type": "integer", "minimum": 1},
-                "compute_input": _DURATION,
-                "compute_infer": _DURATION,
-                "compute_output": _DURATION,
-            },
-        },
-        "ModelStatistics": {
-            "type": "object",
-            "required": [
-                "name",
-                "version",
-                "last_inference",
-                "inference_count",
-                "execution_count",
-                "inference_stats",
-                "batch_stats",
-            ],
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": "string"},
-                "last_inference": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "Milliseconds since the epoch when the last batch ended.",
-                },
-                "inference_count": {"type": "integer", "minimum": 0},
-                "execution_count": {"type": "integer", "minimum": 0},
-                "inference_stats": _ref("InferStatistics"),
-                "batch_stats": {"type": "array", "items": _ref("BatchStatistics")},
-            },
-        },
-        "ModelStatisticsResponse": {
-            "type": "object",
-            "required": ["model_stats"],
-            "properties": {"model_stats": {"type": "array", "items": _ref("ModelStatistics")}},
-        },
-        "Sessions": {
-            "type": "object",
-            "required": ["time", "plan_revision", "sessions"],
-            "properties": {
-                "time": {"type": "number"},
-                "plan_revision": {"type": "integer"},
-                "sessions": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["id", "model", "slo_ms", "arrivals", "queued"],
-                        "properties": {
-                            "id": {"type": "string"},
-                            "model": {"type": "string"},
-                            "slo_ms": {"type": ["number", "null"]},
-                            "arrivals": {"type": "integer", "minimum": 0},
-                            "queued": {"type": "integer", "minimum": 0},
-                        },
-                    },
-                },
-            },
-        },
-    }
-
-
 def document(title: str = "tnx router", version: str = "0.1.0") -> dict[str, Any]:
     """The whole document, a fresh dict."""
     return copy.deepcopy(
@@ -570,7 +300,7 @@ def document(title: str = "tnx router", version: str = "0.1.0") -> dict[str, Any
                 ),
             },
             "paths": _paths(),
-            "components": {"schemas": _schemas()},
+            "components": {"schemas": schemas()},
         }
     )
 
