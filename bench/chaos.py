@@ -36,13 +36,16 @@ from bench import router_setup as st
 from bench.chaos_stage import ChaosConfig, ChaosStage
 from bench.open_loop import Body, Counts, LoadResult, LoadSpec, Phase, run_load
 from deploy.fleet import restart_server, start_fleet, stop_fleet
+from deploy.services import poll
 from model_repo_tools.fleet import FleetGpu
 from model_repo_tools.triton_client import TritonServer
 from tnx.errors import UserInputError
 
 SCENARIOS = ("kill", "stop", "restart", "router", "control")
 SERVER_FAULTS = ("kill", "stop", "restart")
+SYSTEMS = ("tnx", "triton")
 TIMEOUT_S = 10.0  # k6 gives up on a request after this long: it counts as lost
+LOADS = "tnx_control_model_loads_total"  # the control plane's loads, noted after its restart
 
 
 @dataclass(slots=True)
@@ -72,6 +75,18 @@ class ChaosRow:
         return statistics.median(before), min(after)
 
 
+def _spec(targets: list[str], body: Body, cfg: ChaosConfig, seconds: int) -> LoadSpec:
+    """One session's rate for `seconds`, counted second by second."""
+    return LoadSpec(
+        targets=targets,
+        body=body,
+        slo_ms=cfg.slo_ms,
+        phases=(Phase("run", cfg.rate, seconds, per_second=True),),
+        timeout_s=TIMEOUT_S,
+        worst_ms=1000.0 * TIMEOUT_S,  # VUs for requests hung at a stopped server
+    )
+
+
 def _load_in_thread(spec: LoadSpec, workdir: Path, tag: str) -> tuple[threading.Thread, list]:
     box: list = []
 
@@ -95,17 +110,31 @@ def _result(thread: threading.Thread, box: list) -> LoadResult:
 
 def _wait_for_traffic(url: str, session: str, timeout_s: float = 30.0) -> float:
     """When the router first counts an arrival of `session` (k6 takes a while to start)."""
-    deadline = time.monotonic() + timeout_s
+
+    def arrived(client: httpx.Client) -> bool:
+        rows = client.get(f"{url}/v1/sessions").json()["sessions"]
+        return any(r["id"] == session and r["arrivals"] > 0 for r in rows)
+
     with httpx.Client(timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            try:
-                rows = client.get(f"{url}/v1/sessions").json()["sessions"]
-                if any(r["id"] == session and r["arrivals"] > 0 for r in rows):
-                    return time.monotonic()
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
-            time.sleep(0.02)
-    raise TimeoutError("k6 sent nothing through the router")
+        unreadable = (httpx.HTTPError, ValueError, KeyError)
+        if not poll(lambda: arrived(client), timeout_s, 0.02, retry_on=unreadable):
+            raise TimeoutError("k6 sent nothing through the router")
+    return time.monotonic()
+
+
+def _samples(text: str, name: str) -> list[str]:
+    """The samples of metric `name` in Prometheus text, one line each."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    lines = []
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name:
+                labels = ",".join(f'{k}="{v}"' for k, v in s.labels.items())
+                lines.append(
+                    f"{s.name}{{{labels}}} {s.value:g}" if labels else f"{s.name} {s.value:g}"
+                )
+    return lines
 
 
 def _sleep_until(t: float) -> None:
@@ -126,15 +155,7 @@ def run_tnx(
     work = out / f"tnx-{scenario}"
     with ChaosStage(repo, work, cfg) as stage:
         assert stage.watch is not None
-        spec = LoadSpec(
-            targets=[stage.infer_url],
-            body=body,
-            slo_ms=cfg.slo_ms,
-            phases=(Phase("run", cfg.rate, seconds, per_second=True),),
-            timeout_s=TIMEOUT_S,
-            worst_ms=1000.0 * TIMEOUT_S,  # VUs for requests hung at a stopped server
-        )
-        thread, box = _load_in_thread(spec, work, scenario)
+        thread, box = _load_in_thread(_spec([stage.infer_url], body, cfg, seconds), work, scenario)
         t0 = _wait_for_traffic(stage.router_url, stage.session)
         _sleep_until(t0 + fault_at)
         notes: list[str] = []
@@ -183,25 +204,21 @@ def run_tnx(
             stage.start_control()
             row_extra["outage_s"] = time.monotonic() - t_fault
             after = stage.plan()["revision"]
-            loads = httpx.get(f"{stage.control_url}/metrics").text
             notes.append(f"plan revision {before} → {after} after the restart")
-            notes.extend(
-                ln for ln in loads.splitlines() if ln.startswith("tnx_control_model_loads_total")
-            )
+            notes.extend(_samples(httpx.get(f"{stage.control_url}/metrics").text, LOADS))
         res = _result(thread, box)
     per_s = res.seconds("run")
     return ChaosRow(scenario, "tnx", res.phase("run"), per_s, fault_at, notes=notes, **row_extra)
 
 
 def _wait_reloaded(stage: ChaosStage, gpu: FleetGpu, after: float, timeout_s: float) -> float:
-    assert stage.watch is not None
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        used = stage.watch.first(after, _with(gpu.id)) is not None
-        if used and stage.model_ready(gpu):
-            return time.monotonic() - after
-        time.sleep(0.1)
-    raise TimeoutError(f"{gpu.id} not reloaded within {timeout_s:g} s")
+    watch = stage.watch
+    assert watch is not None
+    if not poll(
+        lambda: watch.first(after, _with(gpu.id)) is not None and stage.model_ready(gpu), timeout_s
+    ):
+        raise TimeoutError(f"{gpu.id} not reloaded within {timeout_s:g} s")
+    return time.monotonic() - after
 
 
 def _without(gpu: str):
@@ -237,15 +254,7 @@ def run_triton(
             with TritonServer(g.server) as s:
                 s.load(cfg.model)
         targets = [f"http://{g.http}/v2/models/{cfg.model}/infer" for g in fleet.gpus]
-        spec = LoadSpec(
-            targets=targets,
-            body=body,
-            slo_ms=cfg.slo_ms,
-            phases=(Phase("run", cfg.rate, seconds, per_second=True),),
-            timeout_s=TIMEOUT_S,
-            worst_ms=1000.0 * TIMEOUT_S,  # VUs for requests hung at a stopped server
-        )
-        thread, box = _load_in_thread(spec, work, scenario)
+        thread, box = _load_in_thread(_spec(targets, body, cfg, seconds), work, scenario)
         # No router to count arrivals: k6 starts sending about a second after launch.
         _sleep_until(time.monotonic() + 1.0 + fault_at)
         victim = fleet.gpus[0]
@@ -290,10 +299,19 @@ def table(rows: list[ChaosRow]) -> list[str]:
     return out
 
 
+def _choices(flag: str, text: str, allowed: tuple[str, ...]) -> list[str]:
+    """A comma list of `allowed` names, as given."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    for n in names:
+        if n not in allowed:
+            raise UserInputError(f"{flag}: {n!r} is not one of {', '.join(allowed)}")
+    return names
+
+
 def bench_chaos(
     out: Path = typer.Option(Path("bench-out/chaos"), "--out", help="Working folder."),
     scenarios: str = typer.Option(",".join(SCENARIOS), "--scenarios", help=",".join(SCENARIOS)),
-    systems: str = typer.Option("tnx,triton", "--systems", help="tnx,triton"),
+    systems: str = typer.Option(",".join(SYSTEMS), "--systems", help=",".join(SYSTEMS)),
     seconds: int = typer.Option(45, "--seconds", help="Length of each run."),
     fault_at: float = typer.Option(10.0, "--fault-at", help="Seconds into the run."),
     stop_s: float = typer.Option(10.0, "--stop-s", help="stop: seconds SIGSTOPped."),
@@ -302,14 +320,8 @@ def bench_chaos(
     epoch_s: float = typer.Option(5.0, "--epoch-s", help="The control plane's epoch."),
 ) -> None:
     """Server, router and control-plane faults under k6 load; tnx beside Triton alone."""
-    names = [x.strip() for x in scenarios.split(",") if x.strip()]
-    which = [x.strip() for x in systems.split(",") if x.strip()]
-    for n in names:
-        if n not in SCENARIOS:
-            raise UserInputError(f"--scenarios: {n!r} is not one of {', '.join(SCENARIOS)}")
-    for x in which:
-        if x not in ("tnx", "triton"):
-            raise UserInputError(f"--systems: {x!r} is not one of tnx, triton")
+    names = _choices("--scenarios", scenarios, SCENARIOS)
+    which = _choices("--systems", systems, SYSTEMS)
     if not 0 < fault_at < seconds:
         raise UserInputError(f"--fault-at {fault_at:g}: must lie within --seconds {seconds}")
     cfg = ChaosConfig(rate=rate, slo_ms=slo_ms, epoch_s=epoch_s)

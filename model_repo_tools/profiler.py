@@ -346,17 +346,6 @@ def measure_model(
     )
 
 
-def profile_model(
-    server: TritonServer,
-    gpu: FleetGpu,
-    model: str,
-    settings: ProfileSettings = ProfileSettings(),
-    progress: Callable[[str], None] = lambda _: None,
-) -> Profile:
-    """Measure `model` on `gpu`'s server; load it first (and unload it after) if needed."""
-    return measure_model(server, gpu, model, settings, progress).profile
-
-
 def measure_fleet(
     gpus: Iterable[FleetGpu],
     models: list[str],

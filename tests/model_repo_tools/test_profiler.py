@@ -15,7 +15,6 @@ from model_repo_tools.profiler import (
     ProfileSettings,
     measure_model,
     profile_fleet,
-    profile_model,
 )
 from model_repo_tools.profiles import ProfileSet
 from model_repo_tools.triton_client import TritonServer
@@ -42,7 +41,8 @@ def _direct(server: TritonServer, batch: int, runs: int = 30) -> float:
 def test_profile_latencies_within_30_percent_of_tritonclient(fleet) -> None:
     gpu = fleet.gpus[0]
     with TritonServer(gpu.server) as server:
-        first = profile_model(server, gpu, "backbone_classifier", ProfileSettings(batches=(8,)))
+        settings = ProfileSettings(batches=(8,))
+        first = measure_model(server, gpu, "backbone_classifier", settings).profile
         assert not server.is_model_ready("backbone_classifier")  # it loaded it, so it unloads
         assert first.gpu_type == gpu.gpu_type and first.weights_bytes > 0
         assert first.batches[0].memory_bytes > 0
@@ -58,7 +58,8 @@ def test_profile_latencies_within_30_percent_of_tritonclient(fleet) -> None:
                 tries = []
                 for _ in range(3):
                     settings = ProfileSettings(batches=(b,))
-                    [point] = profile_model(server, gpu, "backbone_classifier", settings).batches
+                    run = measure_model(server, gpu, "backbone_classifier", settings)
+                    [point] = run.profile.batches
                     direct = _direct(server, b)
                     tries.append((point.latency_ms, direct))
                     if abs(point.latency_ms - direct) / direct < 0.30:
@@ -88,7 +89,7 @@ def test_profile_errors(fleet, tmp_path: Path, model_repo: Path) -> None:
         TritonServer(fleet.gpus[0].server) as server,
         pytest.raises(UserInputError, match="'nope' is not in"),
     ):
-        profile_model(server, fleet.gpus[0], "nope")
+        measure_model(server, fleet.gpus[0], "nope")
     dead = fleet.gpus[0].model_copy(update={"server": "127.0.0.1:1", "id": "dead"})
     with pytest.raises(ServerError, match="127.0.0.1:1"):
         profile_fleet([dead], ["tiny_mlp"])
