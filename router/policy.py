@@ -6,6 +6,7 @@ per GPU a dispatcher that visits its sessions round robin within the plan's
 duty cycle, and batches formed by the sliding window with early drop. No I/O,
 no clock, no asyncio: every event carries `now` (ms) and returns actions
 (`router.types`), so the simulator and the asyncio router run this same code.
+The plan's sessions and GPUs, and the estimates over them, are `router.plan_state`.
 
 Decisions worth knowing:
 
@@ -47,14 +48,13 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from control.types import Plan
 from model_repo_tools.profiles import LatencyCurve
 from router.latency import LatencyModel
-from router.queues import EdfQueue
+from router.plan_state import GpuState, PlanState, SessionState
 from router.types import (
     DEADLINE,
     DROP_MODES,
@@ -73,7 +73,6 @@ from router.types import (
     Request,
     WakeAt,
 )
-from tnx.errors import UserInputError
 
 # A timer set for the instant a request becomes doomed must find it doomed,
 # whatever the float rounding of deadline - l + l; otherwise it would re-arm
@@ -83,29 +82,6 @@ _EPS = 1e-6
 PROBE = "probe"
 # Times a request whose batch failed goes back to its queue (see "Failure" above).
 RETRIES = 1
-
-
-@dataclass(slots=True)
-class _Session:
-    id: str
-    model: str
-    slo: float
-    gpus: list[str]
-    max_samples: int  # the largest request every GPU of the session can run alone
-    batches: dict[str, int] = field(default_factory=dict)  # gpu -> planned batch
-    queue: EdfQueue = field(default_factory=EdfQueue)
-    last_dispatch: float = -math.inf
-
-
-@dataclass(slots=True)
-class _Gpu:
-    id: str
-    gpu_type: str
-    duty_cycle: float
-    sessions: list[tuple[str, int]]  # (session, planned batch), in plan order
-    rr: int = 0
-    cycle_start: float = -math.inf
-    served: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -137,9 +113,9 @@ class BatchPolicy:
         self.mode: DropMode = drop
         self.latency = LatencyModel(curves, alpha=alpha, spread=spread)
         self.probe_ms = probe_ms
-        self._sessions, self._gpus = self._build(plan)
         # Down marks, in-flight batches and latency corrections outlive plan switches.
         self._down: set[str] = set()
+        self._plan = PlanState.build(plan, self.latency, self._down)
         self._busy: dict[str, int] = {}
         self._inflight: dict[int, _InFlight] = {}
         self._next_batch = 0
@@ -149,15 +125,15 @@ class BatchPolicy:
     # ---- queries (for drivers, metrics and the HTTP layer) -------------------------
 
     def slo(self, session: str) -> float | None:
-        s = self._sessions.get(session)
+        s = self._plan.sessions.get(session)
         return None if s is None else s.slo
 
     def sessions(self) -> dict[str, str]:
         """session id → model."""
-        return {sid: s.model for sid, s in self._sessions.items()}
+        return {sid: s.model for sid, s in self._plan.sessions.items()}
 
     def gpus(self) -> list[str]:
-        return list(self._gpus)
+        return list(self._plan.gpus)
 
     def is_up(self, gpu: str) -> bool:
         return gpu not in self._down
@@ -165,9 +141,9 @@ class BatchPolicy:
     def queued(self, session: str | None = None) -> int:
         """Requests waiting (in one session, or all)."""
         if session is not None:
-            s = self._sessions.get(session)
+            s = self._plan.sessions.get(session)
             return 0 if s is None else len(s.queue)
-        return sum(len(s.queue) for s in self._sessions.values())
+        return sum(len(s.queue) for s in self._plan.sessions.values())
 
     def in_flight(self) -> list[Dispatch]:
         return [f.dispatch for f in self._inflight.values()]
@@ -191,7 +167,7 @@ class BatchPolicy:
         (a drop reason), or None. Pure: the HTTP layer asks before reading the body."""
         if self._closed:
             return SHUTTING_DOWN
-        s = self._sessions.get(session)
+        s = self._plan.sessions.get(session)
         if s is None:
             return NO_SESSION
         reason = self._refusal(now, s, deadline, n_samples)
@@ -204,7 +180,7 @@ class BatchPolicy:
             raise ValueError(f"request {request.id}: n_samples must be >= 1")
         if self._closed:
             return [Drop(request, SHUTTING_DOWN)]
-        s = self._sessions.get(request.session)
+        s = self._plan.sessions.get(request.session)
         if s is None:
             return [Drop(request, NO_SESSION)]
         reason = self._refusal(now, s, request.deadline, request.n_samples)
@@ -280,16 +256,9 @@ class BatchPolicy:
         that left the plan move to a session of the same model (nearest SLO) if one can
         still serve them in time, else are dropped `no_session`. Batches in flight finish
         normally; a GPU stays busy until its batch reports back."""
-        sessions, gpus = self._build(plan)  # raises before any state changes
-        old = self._sessions
-        orphans: list[tuple[Request, str]] = []
-        for sid, o in old.items():
-            n = sessions.get(sid)
-            if n is not None and n.model == o.model:
-                n.queue = o.queue
-            else:
-                orphans.extend((r, o.model) for r in o.queue.drain())
-        self._sessions, self._gpus = sessions, gpus
+        new = PlanState.build(plan, self.latency, self._down)  # raises before any change
+        orphans = new.adopt_queues(self._plan)
+        self._plan = new
         out: list[Action] = []
         for r, model in orphans:
             self._rehome(now, r, model, NO_SESSION, out)
@@ -301,64 +270,16 @@ class BatchPolicy:
         flight may still finish; one that fails is dropped `shutting_down` too."""
         self._closed = True
         self._wake = None
-        return [Drop(r, SHUTTING_DOWN) for s in self._sessions.values() for r in s.queue.drain()]
+        return [
+            Drop(r, SHUTTING_DOWN) for s in self._plan.sessions.values() for r in s.queue.drain()
+        ]
 
     # ---- internals ------------------------------------------------------------------
 
-    def _build(self, plan: Plan) -> tuple[dict[str, _Session], dict[str, _Gpu]]:
-        sessions: dict[str, _Session] = {}
-        gpus: dict[str, _Gpu] = {}
-        for gp in plan.gpus:
-            if gp.gpu in gpus:
-                raise UserInputError(f"plan: gpu {gp.gpu} listed twice")
-            allocs: list[tuple[str, int]] = []
-            for a in gp.allocations:
-                curve = self.latency.curve(a.model, gp.gpu_type)
-                if curve is None:
-                    raise UserInputError(
-                        f"plan: gpu {gp.gpu} runs {a.model} but profiles have no "
-                        f"{a.model} on {gp.gpu_type}"
-                    )
-                if a.batch > curve.max_batch:
-                    raise UserInputError(
-                        f"plan: gpu {gp.gpu} session {a.session} batch {a.batch} is above "
-                        f"the profiled {curve.max_batch} for {a.model} on {gp.gpu_type}"
-                    )
-                s = sessions.get(a.session)
-                if s is None:
-                    s = sessions[a.session] = _Session(
-                        a.session, a.model, a.slo_ms, [], curve.max_batch
-                    )
-                elif s.model != a.model:
-                    raise UserInputError(
-                        f"plan: session {a.session} is {s.model} on one gpu, {a.model} on {gp.gpu}"
-                    )
-                s.slo = min(s.slo, a.slo_ms)
-                s.max_samples = min(s.max_samples, curve.max_batch)
-                if gp.gpu not in s.gpus:
-                    s.gpus.append(gp.gpu)
-                    s.batches[gp.gpu] = a.batch
-                    allocs.append((a.session, a.batch))
-            gpus[gp.gpu] = _Gpu(gp.gpu, gp.gpu_type, gp.duty_cycle_ms, allocs)
-        return sessions, gpus
-
-    def _fastest(self, s: _Session, samples: int, now: float) -> float | None:
-        """Smallest corrected l(samples) over the session's up GPUs; None if none can."""
-        best: float | None = None
-        if samples > s.max_samples:
-            return None
-        for gid in s.gpus:
-            if gid in self._down:
-                continue
-            est = self.latency.estimate(gid, self._gpus[gid].gpu_type, s.model, samples, now)
-            if best is None or est < best:
-                best = est
-        return best
-
-    def _refusal(self, now: float, s: _Session, deadline: float, samples: int) -> str | None:
+    def _refusal(self, now: float, s: SessionState, deadline: float, samples: int) -> str | None:
         """Why an arrival to `s` is refused (a drop reason, or PROBE: hopeless, but send it
         as a probe), or None to queue it."""
-        best = self._fastest(s, samples, now)
+        best = self._plan.fastest(s, samples, now)
         if best is None:
             up = any(g not in self._down for g in s.gpus)
             return NO_SERVER if not up else TOO_LARGE
@@ -370,33 +291,11 @@ class BatchPolicy:
             if deadline > now and self._probe_gpu(now, s, deadline, samples) is not None:
                 return PROBE
             return EXPIRED if deadline <= now else DEADLINE
-        if s.queue and now + self._backlog_ms(now, s, samples) > deadline:
+        if s.queue and now + self._plan.backlog_ms(now, s, samples) > deadline:
             return DEADLINE
         return None
 
-    def _backlog_ms(self, now: float, s: _Session, samples: int) -> float:
-        """Predicted time until a request of `samples` joining the back of `s`'s queue is
-        answered: the queue ahead served at the rate the session's up GPUs give it, then its
-        own batch on the fastest of them."""
-        rate = 0.0  # samples per ms
-        finish = math.inf
-        ahead = s.queue.samples
-        for gid in s.gpus:
-            if gid in self._down:
-                continue
-            g = self._gpus[gid]
-            b = s.batches[gid]
-            round_ms = 0.0
-            for sid, sb in g.sessions:
-                if sid == s.id or self._sessions[sid].queue:
-                    other = self._sessions[sid].model
-                    round_ms += self.latency.estimate(gid, g.gpu_type, other, sb, now)
-            rate += b / max(round_ms, 1e-3)
-            own = min(b, ahead + samples)
-            finish = min(finish, self.latency.estimate(gid, g.gpu_type, s.model, own, now))
-        return ahead / rate + finish if rate > 0 else math.inf
-
-    def _probe_gpu(self, now: float, s: _Session, deadline: float, samples: int) -> str | None:
+    def _probe_gpu(self, now: float, s: SessionState, deadline: float, samples: int) -> str | None:
         """An idle up GPU to probe `s` on now, if a probe is due and the raw profile says the
         request could still be on time there; else None."""
         if now - s.last_dispatch < self.probe_ms:
@@ -404,15 +303,15 @@ class BatchPolicy:
         for gid in s.gpus:
             if gid in self._down or gid in self._busy:
                 continue
-            curve = self.latency.curve(s.model, self._gpus[gid].gpu_type)
+            curve = self.latency.curve(s.model, self._plan.gpus[gid].gpu_type)
             if curve is not None and now + curve.latency(samples) <= deadline:
                 return gid
         return None
 
-    def _probe(self, now: float, s: _Session, r: Request) -> Dispatch:
+    def _probe(self, now: float, s: SessionState, r: Request) -> Dispatch:
         gid = self._probe_gpu(now, s, r.deadline, r.n_samples)
         assert gid is not None
-        g = self._gpus[gid]
+        g = self._plan.gpus[gid]
         g.served.add(s.id)
         est = self.latency.estimate(gid, g.gpu_type, s.model, r.n_samples, now)
         return self._start(now, g, s, (r,), r.n_samples, est)
@@ -429,14 +328,14 @@ class BatchPolicy:
     def _late_reason(now: float, r: Request) -> str:
         return EXPIRED if r.deadline <= now else DEADLINE
 
-    def _doom_time(self, s: _Session, now: float) -> float | None:
+    def _doom_time(self, s: SessionState, now: float) -> float | None:
         """When the head of `s` becomes hopeless (None: never, or empty)."""
         if not s.queue or self.mode == "none":
             return None
         head = s.queue.head()
         if self.mode == "lazy":
             return head.deadline
-        best = self._fastest(s, head.n_samples, now)
+        best = self._plan.fastest(s, head.n_samples, now)
         return None if best is None else head.deadline - best
 
     def _rehome(self, now: float, r: Request, model: str, reason: str, out: list[Action]) -> None:
@@ -444,29 +343,23 @@ class BatchPolicy:
         if self._closed:
             out.append(Drop(r, SHUTTING_DOWN))
             return
-        s = self._sessions.get(r.session)
+        s = self._plan.sessions.get(r.session)
         if s is None or s.model != model:
-            s = self._same_model(model, r.deadline - r.arrival)
+            s = self._plan.same_model(model, r.deadline - r.arrival)
         if s is None:
             out.append(Drop(r, NO_SESSION))
             return
-        best = self._fastest(s, r.n_samples, now)
+        best = self._plan.fastest(s, r.n_samples, now)
         if best is None or self._hopeless(now, r, best):
             out.append(Drop(r, reason))
             return
         s.queue.push(r)
 
-    def _same_model(self, model: str, slo: float) -> _Session | None:
-        cands = [s for s in self._sessions.values() if s.model == model]
-        if not cands:
-            return None
-        return min(cands, key=lambda s: (abs(s.slo - slo), s.id))
-
     def _settle(self, now: float, out: list[Action]) -> None:
         """After any event but an arrival: prune queues, fill idle GPUs, re-arm the timer."""
         if self._closed:
             return
-        for s in self._sessions.values():
+        for s in self._plan.sessions.values():
             if not s.queue:
                 continue
             if all(g in self._down for g in s.gpus):
@@ -474,17 +367,17 @@ class BatchPolicy:
                 continue
             while s.queue:
                 head = s.queue.head()
-                best = self._fastest(s, head.n_samples, now)
+                best = self._plan.fastest(s, head.n_samples, now)
                 if best is None:
                     out.append(Drop(s.queue.pop(), TOO_LARGE))
                 elif self._hopeless(now, head, best):
                     out.append(Drop(s.queue.pop(), self._late_reason(now, head)))
                 else:
                     break
-        for gid in self._gpus:
+        for gid in self._plan.gpus:
             self._dispatch_on(now, gid, out)
         wake = min(
-            (t for s in self._sessions.values() if (t := self._doom_time(s, now)) is not None),
+            (t for s in self._plan.sessions.values() if (t := self._doom_time(s, now)) is not None),
             default=None,
         )
         if wake is not None and wake != self._wake:
@@ -495,7 +388,7 @@ class BatchPolicy:
         """If `gid` is up and idle, start its next batch (round robin, duty cycle first)."""
         if gid in self._busy or gid in self._down or self._closed:
             return
-        g = self._gpus[gid]
+        g = self._plan.gpus[gid]
         n = len(g.sessions)
         if n == 0:
             return
@@ -508,7 +401,7 @@ class BatchPolicy:
                 sid, batch = g.sessions[i]
                 if (sid in g.served) != second_round:
                     continue
-                d = self._form(now, g, self._sessions[sid], batch, out)
+                d = self._form(now, g, self._plan.sessions[sid], batch, out)
                 if d is not None:
                     g.rr = (i + 1) % n
                     g.served.add(sid)
@@ -516,7 +409,7 @@ class BatchPolicy:
                     return
 
     def _form(
-        self, now: float, g: _Gpu, s: _Session, batch: int, out: list[Action]
+        self, now: float, g: GpuState, s: SessionState, batch: int, out: list[Action]
     ) -> Dispatch | None:
         """Nexus's sliding window over `s`'s queue for a batch of at most `batch` samples."""
         q = s.queue
@@ -540,8 +433,8 @@ class BatchPolicy:
     def _start(
         self,
         now: float,
-        g: _Gpu,
-        s: _Session,
+        g: GpuState,
+        s: SessionState,
         requests: tuple[Request, ...],
         samples: int,
         est: float,

@@ -1,0 +1,146 @@
+"""The batching policy's picture of a plan: per session its EDF queue, GPUs and planned
+batches; per GPU its duty cycle and round-robin place; and the estimates read from it
+with the latency model (`router.latency`): a session's fastest up GPU, and the fluid
+backlog that refuses an arrival at the door. Built from a plan and checked against the
+profiles; `router.policy.BatchPolicy` builds a new one at each plan switch and moves the
+queues over. Pure, like the policy: every estimate takes `now`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from control.types import Plan
+from router.latency import LatencyModel
+from router.queues import EdfQueue
+from router.types import Request
+from tnx.errors import UserInputError
+
+
+@dataclass(slots=True)
+class SessionState:
+    id: str
+    model: str
+    slo: float
+    gpus: list[str]
+    max_samples: int  # the largest request every GPU of the session can run alone
+    batches: dict[str, int] = field(default_factory=dict)  # gpu -> planned batch
+    queue: EdfQueue = field(default_factory=EdfQueue)
+    last_dispatch: float = -math.inf
+
+
+@dataclass(slots=True)
+class GpuState:
+    id: str
+    gpu_type: str
+    duty_cycle: float
+    sessions: list[tuple[str, int]]  # (session, planned batch), in plan order
+    rr: int = 0
+    cycle_start: float = -math.inf
+    served: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class PlanState:
+    """A plan as the policy runs it, and the estimates that read it with the latency model
+    and the set of GPUs that are down (both the policy's own: they outlive the plan)."""
+
+    sessions: dict[str, SessionState]
+    gpus: dict[str, GpuState]
+    latency: LatencyModel
+    down: set[str]
+
+    @classmethod
+    def build(cls, plan: Plan, latency: LatencyModel, down: set[str]) -> PlanState:
+        """The sessions and GPUs of `plan`; UserInputError when the plan lists a GPU twice,
+        gives a session two models, or runs a model or batch its GPU type has no profile
+        for."""
+        sessions: dict[str, SessionState] = {}
+        gpus: dict[str, GpuState] = {}
+        for gp in plan.gpus:
+            if gp.gpu in gpus:
+                raise UserInputError(f"plan: gpu {gp.gpu} listed twice")
+            allocs: list[tuple[str, int]] = []
+            for a in gp.allocations:
+                curve = latency.curve(a.model, gp.gpu_type)
+                if curve is None:
+                    raise UserInputError(
+                        f"plan: gpu {gp.gpu} runs {a.model} but profiles have no "
+                        f"{a.model} on {gp.gpu_type}"
+                    )
+                if a.batch > curve.max_batch:
+                    raise UserInputError(
+                        f"plan: gpu {gp.gpu} session {a.session} batch {a.batch} is above "
+                        f"the profiled {curve.max_batch} for {a.model} on {gp.gpu_type}"
+                    )
+                s = sessions.get(a.session)
+                if s is None:
+                    s = sessions[a.session] = SessionState(
+                        a.session, a.model, a.slo_ms, [], curve.max_batch
+                    )
+                elif s.model != a.model:
+                    raise UserInputError(
+                        f"plan: session {a.session} is {s.model} on one gpu, {a.model} on {gp.gpu}"
+                    )
+                s.slo = min(s.slo, a.slo_ms)
+                s.max_samples = min(s.max_samples, curve.max_batch)
+                if gp.gpu not in s.gpus:
+                    s.gpus.append(gp.gpu)
+                    s.batches[gp.gpu] = a.batch
+                    allocs.append((a.session, a.batch))
+            gpus[gp.gpu] = GpuState(gp.gpu, gp.gpu_type, gp.duty_cycle_ms, allocs)
+        return cls(sessions, gpus, latency, down)
+
+    def adopt_queues(self, old: PlanState) -> list[tuple[Request, str]]:
+        """Give each session the queue it had in `old`; return the requests of the sessions
+        that left (or changed model), each with its model."""
+        orphans: list[tuple[Request, str]] = []
+        for sid, o in old.sessions.items():
+            n = self.sessions.get(sid)
+            if n is not None and n.model == o.model:
+                n.queue = o.queue
+            else:
+                orphans.extend((r, o.model) for r in o.queue.drain())
+        return orphans
+
+    def fastest(self, s: SessionState, samples: int, now: float) -> float | None:
+        """Smallest corrected l(samples) over the session's up GPUs; None if none can."""
+        best: float | None = None
+        if samples > s.max_samples:
+            return None
+        for gid in s.gpus:
+            if gid in self.down:
+                continue
+            est = self.latency.estimate(gid, self.gpus[gid].gpu_type, s.model, samples, now)
+            if best is None or est < best:
+                best = est
+        return best
+
+    def backlog_ms(self, now: float, s: SessionState, samples: int) -> float:
+        """Predicted time until a request of `samples` joining the back of `s`'s queue is
+        answered: the queue ahead served at the rate the session's up GPUs give it, then its
+        own batch on the fastest of them."""
+        rate = 0.0  # samples per ms
+        finish = math.inf
+        ahead = s.queue.samples
+        for gid in s.gpus:
+            if gid in self.down:
+                continue
+            g = self.gpus[gid]
+            b = s.batches[gid]
+            round_ms = 0.0
+            for sid, sb in g.sessions:
+                if sid == s.id or self.sessions[sid].queue:
+                    other = self.sessions[sid].model
+                    round_ms += self.latency.estimate(gid, g.gpu_type, other, sb, now)
+            rate += b / max(round_ms, 1e-3)
+            own = min(b, ahead + samples)
+            finish = min(finish, self.latency.estimate(gid, g.gpu_type, s.model, own, now))
+        return ahead / rate + finish if rate > 0 else math.inf
+
+    def same_model(self, model: str, slo: float) -> SessionState | None:
+        cands = [s for s in self.sessions.values() if s.model == model]
+        if not cands:
+            return None
+        return min(cands, key=lambda s: (abs(s.slo - slo), s.id))
