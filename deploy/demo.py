@@ -20,8 +20,12 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from deploy.services import Service
 
 # Demo shapes: the classifier at 224×224 costs a server's CPU ~15 ms a sample, so
 # one server carries the first rate but not the tripled one (on a GPU, batching
@@ -258,6 +262,15 @@ async def _run_traffic(streams, duration_s: float, control: str, step_at: float)
     return records, servers, plans
 
 
+def spawn_router(control_url: str, port: int, log: Path) -> Service:
+    """A router following the control plane at `control_url`, on `port`, once it is ready."""
+    from deploy.services import spawn
+
+    return spawn(
+        "router", ["router", "serve", "--control", control_url], port, "/v2/health/ready", log
+    )
+
+
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Working folder."),
     servers: int = typer.Option(3, "--servers"),
@@ -335,13 +348,7 @@ def demo(
                 env={"TNX_ADMIN_TOKEN": TOKEN},
             )
             started.append(control)
-            router = spawn(
-                "router",
-                ["router", "serve", "--control", control.url],
-                router_port,
-                "/v2/health/ready",
-                out / "router.log",
-            )
+            router = spawn_router(control.url, router_port, out / "router.log")
             started.append(router)
         console.print(f"control plane {control.url}, router {router.url}")
         step_at = duration / 2

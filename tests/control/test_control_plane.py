@@ -13,6 +13,7 @@ import pytest
 
 from control.actuator import Actuator
 from control.types import Plan
+from deploy.demo import spawn_router
 from deploy.fleet import free_port, start_fleet, stop_fleet
 from deploy.services import spawn
 from deploy.traffic import Stream, drive
@@ -119,13 +120,7 @@ def test_rate_step_moves_load_onto_more_servers_and_restart_reloads_nothing(
         env = {"TNX_ADMIN_TOKEN": TOKEN}
         control = spawn("control", control_args, control_port, "/healthz", tmp_path / "c.log", env)
         services.append(control)
-        router = spawn(
-            "router",
-            ["router", "serve", "--control", control.url],
-            router_port,
-            "/v2/health/ready",
-            tmp_path / "r.log",
-        )
+        router = spawn_router(control.url, router_port, tmp_path / "r.log")
         services.append(router)
         body = json.dumps(
             {

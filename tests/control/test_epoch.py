@@ -8,15 +8,8 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from control.epoch import (
-    MIN_RATE,
-    EpochConfig,
-    EpochPolicy,
-    Replan,
-    allocated_rates,
-    nothing_up,
-    planning_rates,
-)
+from control import epoch
+from control.epoch import EpochConfig, EpochPolicy, Replan
 from control.types import Plan, Session
 
 CONFIG = EpochConfig(epoch_s=30.0, tick_s=1.0, min_interval_s=3.0)
@@ -181,10 +174,14 @@ def test_planning_rates_allocated_rates_and_the_plan_with_nothing_up() -> None:
         Session(id="b", model="m", slo_ms=50, rate=3),
         Session(id="idle", model="n", slo_ms=50, rate=0),
     ]
-    assert planning_rates(sessions, {}) == {"a": 7, "b": 3, "idle": 0}
-    assert planning_rates(sessions, {"a": 12.5, "b": 0.0}) == {"a": 12.5, "b": MIN_RATE, "idle": 0}
+    assert epoch.planning_rates(sessions, {}) == {"a": 7, "b": 3, "idle": 0}
+    assert epoch.planning_rates(sessions, {"a": 12.5, "b": 0.0}) == {
+        "a": 12.5,
+        "b": epoch.MIN_RATE,
+        "idle": 0,
+    }
     two = Plan(gpus=_plan("g0", "a", 4.0).gpus + _plan("g1", "a", 6.0).gpus)
-    assert allocated_rates(two) == {"a": 10.0} and allocated_rates(None) == {}
-    empty = nothing_up(sessions, ["h:0"])
+    assert epoch.allocated_rates(two) == {"a": 10.0} and epoch.allocated_rates(None) == {}
+    empty = epoch.nothing_up(sessions, ["h:0"])
     assert empty.gpus == [] and [u.session for u in empty.unplaced] == ["a", "b"]
     assert all(u.reason == "no live server (down: h:0)" for u in empty.unplaced)
