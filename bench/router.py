@@ -41,16 +41,15 @@ import typer
 from bench import router_setup as st
 from bench.router_parts import Stage, convnet_parts, setup_plans, tiny_parts
 from bench.router_types import PARTS, SYSTEMS, BenchConfig, Results
+from tnx.cli_args import names, numbers, one_of
 from tnx.errors import UserInputError
 
 
 def check(cfg: BenchConfig) -> None:
     for p in cfg.parts:
-        if p not in PARTS:
-            raise UserInputError(f"--parts: {p!r} is not one of {', '.join(PARTS)}")
+        one_of("--parts", p, PARTS)
     for x in cfg.systems:
-        if x not in SYSTEMS:
-            raise UserInputError(f"--systems: {x!r} is not one of {', '.join(SYSTEMS)}")
+        one_of("--systems", x, SYSTEMS)
     if not cfg.parts:
         raise UserInputError("--parts: nothing to run")
     if cfg.duration_s <= 0 or cfg.recovery_s < 1:
@@ -91,20 +90,6 @@ def run_bench(cfg: BenchConfig, command: str = "", log=print) -> Results:
     return res
 
 
-def _floats(option: str, text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise UserInputError(f"{option}: not a list of numbers: {text!r}") from None
-    if not values or min(values) <= 0:
-        raise UserInputError(f"{option}: need positive numbers, got {text!r}")
-    return values
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
 def bench_router(
     out: Path = typer.Option(Path("bench-out/router"), "--out", help="Working folder."),
     parts: str = typer.Option(",".join(PARTS), "--parts", help=",".join(PARTS)),
@@ -133,16 +118,18 @@ def bench_router(
 
     cfg = BenchConfig(
         out=out,
-        parts=_names(parts),
-        loads=_floats("--loads", loads),
-        systems=_names(systems),
+        parts=names(parts),
+        servers=servers,
         duration_s=duration,
+        # goodput and recovery: convnet64 at multiples of its planned capacity
         batch=batch,
         slo_factor=slo_factor,
         headroom=headroom,
-        servers=servers,
+        loads=numbers("--loads", loads),
+        systems=names(systems),
         recovery_s=recovery_s,
-        max_rates=_floats("--max-rates", max_rates),
+        # max-rate: tiny_mlp at rising rates
+        max_rates=numbers("--max-rates", max_rates),
         max_rate_s=max_rate_s if max_rate_s is not None else min(5.0, duration),
     )
     command = "tnx bench router " + shlex.join(sys.argv[3:])

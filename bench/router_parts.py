@@ -91,6 +91,11 @@ def recovered_after(per_second: list[float], target: float) -> int | None:
     return None
 
 
+def _counts(c: Counts) -> tuple[int, int, int, int, int, int]:
+    """A `RateRow`'s counts: sent, in SLO, late, 503, other, not sent (k6's dropped)."""
+    return c.sent, c.in_slo, c.late, c.s503, c.other, c.dropped
+
+
 def in_slo_share(c: Counts) -> float:
     """In SLO over all requests due, sent or not: a request k6 could not send was not served."""
     due = c.sent + c.dropped
@@ -127,18 +132,7 @@ def latency_part(s: Stage, targets: dict[str, list[str]]) -> None:
             timeout_s=cfg.timeout_s,
         )
         c = s.load(f"latency-{system}", spec).phase("main")
-        row = LatencyRow(
-            system,
-            cfg.latency_rate,
-            c.sent,
-            c.in_slo,
-            c.late,
-            c.s503,
-            c.other,
-            c.dropped,
-            c.p50_ms,
-            c.p99_ms,
-        )
+        row = LatencyRow(system, cfg.latency_rate, *_counts(c), c.p50_ms, c.p99_ms)
         s.res.latency.append(row)
         s.log(f"latency {system}: p50 {row.p50_ms} ms, p99 {row.p99_ms} ms, {c.sent} sent")
         time.sleep(1.0)
@@ -159,9 +153,7 @@ def max_rate_part(s: Stage, targets: dict[str, list[str]]) -> None:
             )
             c = s.load(f"max-rate-{system}-{rate:g}", spec).phase("main")
             held = c.dropped == 0 and in_slo_share(c) >= cfg.in_slo_target
-            row = MaxRateRow(
-                system, rate, c.sent, c.in_slo, c.late, c.s503, c.other, c.dropped, c.p99_ms, held
-            )
+            row = MaxRateRow(system, rate, *_counts(c), c.p99_ms, held)
             s.res.max_rate.append(row)
             s.log(f"max-rate {system} {rate:g}/s: {100 * in_slo_share(c):.1f}% in SLO")
             time.sleep(1.0)  # let queues drain before the next rate

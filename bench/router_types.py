@@ -62,7 +62,9 @@ class Row:
 
 
 @dataclass(slots=True)
-class LatencyRow:
+class RateRow:
+    """What one system answered at one steady rate (the latency and max-rate parts)."""
+
     system: str
     rate: float
     sent: int
@@ -71,6 +73,10 @@ class LatencyRow:
     s503: int
     other: int
     not_sent: int
+
+
+@dataclass(slots=True)
+class LatencyRow(RateRow):
     p50_ms: float | None
     p99_ms: float | None
 
@@ -89,15 +95,7 @@ class RecoveryRow:
 
 
 @dataclass(slots=True)
-class MaxRateRow:
-    system: str
-    rate: float
-    sent: int
-    in_slo: int
-    late: int
-    s503: int
-    other: int
-    not_sent: int
+class MaxRateRow(RateRow):
     p99_ms: float | None
     held: bool
 

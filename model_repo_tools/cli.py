@@ -27,19 +27,15 @@ def add(
     """Add an ONNX model to a repository, config built from Triton's protobuf."""
     from model_repo_tools.config import BACKENDS
     from model_repo_tools.repository import add_model
-    from tnx.errors import RepositoryError
+    from tnx.cli_args import one_of
 
-    if backend not in BACKENDS:
-        raise RepositoryError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    if instance_kind not in ("auto", "cpu", "gpu"):
-        raise RepositoryError(f"--instance-kind {instance_kind!r}: expected auto, cpu or gpu")
     folder = add_model(
         model,
         repo,
-        backend=backend,
+        backend=one_of("--backend", backend, BACKENDS),
         max_batch=max_batch,
         name=name,
-        instance_kind=instance_kind,
+        instance_kind=one_of("--instance-kind", instance_kind, ("auto", "cpu", "gpu")),
         instance_count=instances,
         dynamic_batching=dynamic_batching,
     )
@@ -85,14 +81,10 @@ def profile(
     from model_repo_tools.fleet import Fleet
     from model_repo_tools.profiler import ProfileSettings, StabilityRule, measure_fleet
     from model_repo_tools.profiles import ProfileSet
+    from tnx.cli_args import numbers
     from tnx.errors import UserInputError
 
-    try:
-        sizes = tuple(sorted({int(b) for b in batches.split(",") if b.strip()}))
-    except ValueError:
-        raise UserInputError(f"--batches {batches!r}: expected sizes like 1,2,4,8") from None
-    if not sizes or sizes[0] < 1:
-        raise UserInputError(f"--batches {batches!r}: sizes must be positive")
+    sizes = tuple(sorted(set(numbers("--batches", batches, int))))
     if runs < 1 or max_rounds < 1 or budget <= 0:
         raise UserInputError("--runs, --max-rounds and --budget must be positive")
     if not 0 < percentile < 100 or tolerance <= 0:

@@ -26,10 +26,10 @@ def build_service(
     from model_repo_tools.profiles import ProfileSet
     from router.app import RouterService
     from router.types import DROP_MODES
+    from tnx.cli_args import one_of
     from tnx.errors import UserInputError
 
-    if drop not in DROP_MODES:
-        raise UserInputError(f"--drop {drop!r}: expected one of {', '.join(DROP_MODES)}")
+    one_of("--drop", drop, DROP_MODES)
     p = plan if isinstance(plan, Plan) else Plan.load(plan)
     f = fleet if isinstance(fleet, Fleet) else Fleet.load(fleet)
     prof = profiles if isinstance(profiles, ProfileSet) else ProfileSet.load(profiles)

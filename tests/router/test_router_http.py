@@ -112,43 +112,28 @@ def test_concurrent_requests_are_batched_and_all_answered(router) -> None:
     assert 0 < batches <= 64
 
 
+def _one_input(datatype: str, width: int, value: float) -> dict:
+    """An infer body of tiny_mlp's one input, `input`, shaped [1, width]."""
+    tensor = {"name": "input", "datatype": datatype, "shape": [1, width], "data": [value] * width}
+    return {"inputs": [tensor]}
+
+
 def test_bad_input_gets_4xx_naming_the_problem(router) -> None:
+    infer = "/v2/models/tiny_mlp/infer"
     with httpx.Client(base_url=router.url, timeout=30) as c:
-        r = c.post("/v2/models/tiny_mlp/infer", content=b"{not json")
+        r = c.post(infer, content=b"{not json")
         assert r.status_code == 400 and "JSON" in r.json()["error"]
-        r = c.post(
-            "/v2/models/tiny_mlp/infer",
-            json={
-                "inputs": [
-                    {"name": "input", "datatype": "FP32", "shape": [1, 63], "data": [0.0] * 63}
-                ]
-            },
-        )
+        r = c.post(infer, json=_one_input("FP32", 63, 0.0))
         assert r.status_code == 400 and "input 'input'" in r.json()["error"]
         assert "[1, 63]" in r.json()["error"]
-        r = c.post(
-            "/v2/models/tiny_mlp/infer",
-            json={
-                "inputs": [
-                    {"name": "input", "datatype": "INT32", "shape": [1, 64], "data": [0] * 64}
-                ]
-            },
-        )
+        r = c.post(infer, json=_one_input("INT32", 64, 0))
         assert r.status_code == 400 and "datatype INT32" in r.json()["error"]
         r = c.post("/v2/models/nope/infer", json={"inputs": []})
         assert r.status_code == 404 and "nope" in r.json()["error"]
-        r = c.post(
-            "/v2/models/tiny_mlp/infer",
-            json={
-                "inputs": [
-                    {"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}
-                ]
-            },
-            headers={"X-SLO-Ms": "5"},
-        )
+        r = c.post(infer, json=_one_input("FP32", 64, 0.0), headers={"X-SLO-Ms": "5"})
         assert r.status_code == 400 and "no session with an SLO of 5 ms" in r.json()["error"]
         big = b"0" * (2 * 1024 * 1024)
-        r = c.post("/v2/models/tiny_mlp/infer", content=big)
+        r = c.post(infer, content=big)
         assert r.status_code == 413 and "exceeds" in r.json()["error"]
         assert c.get("/v2/models/nope").status_code == 404
 
