@@ -36,7 +36,7 @@ from bench import router_setup as st
 from bench.chaos_stage import ChaosConfig, ChaosStage
 from bench.open_loop import Body, Counts, LoadResult, LoadSpec, Phase, run_load
 from deploy.fleet import restart_server, start_fleet, stop_fleet
-from deploy.services import poll
+from deploy.services import wait_until
 from model_repo_tools.fleet import FleetGpu
 from model_repo_tools.triton_client import TritonServer
 from tnx.errors import UserInputError
@@ -117,7 +117,7 @@ def _wait_for_traffic(url: str, session: str, timeout_s: float = 30.0) -> float:
 
     with httpx.Client(timeout=1.0) as client:
         unreadable = (httpx.HTTPError, ValueError, KeyError)
-        if not poll(lambda: arrived(client), timeout_s, 0.02, retry_on=unreadable):
+        if not wait_until(lambda: arrived(client), timeout_s, 0.02, retry_on=unreadable):
             raise TimeoutError("k6 sent nothing through the router")
     return time.monotonic()
 
@@ -214,7 +214,7 @@ def run_tnx(
 def _wait_reloaded(stage: ChaosStage, gpu: FleetGpu, after: float, timeout_s: float) -> float:
     watch = stage.watch
     assert watch is not None
-    if not poll(
+    if not wait_until(
         lambda: watch.first(after, _with(gpu.id)) is not None and stage.model_ready(gpu), timeout_s
     ):
         raise TimeoutError(f"{gpu.id} not reloaded within {timeout_s:g} s")

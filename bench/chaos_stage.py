@@ -26,7 +26,7 @@ import httpx
 
 from bench import router_setup as st
 from deploy.fleet import free_port, restart_server, start_fleet, stop_fleet
-from deploy.services import Service, poll, spawn
+from deploy.services import Service, spawn, wait_until
 from model_repo_tools.fleet import Fleet, FleetGpu
 from model_repo_tools.triton_client import TritonServer
 from tnx.errors import ServerError
@@ -94,7 +94,7 @@ class PlanWatch:
     def wait(self, after: float, test: Callable[[frozenset[str]], bool], timeout_s: float) -> float:
         """`first`, once a sample passes `test`; TimeoutError if none does within `timeout_s`.
         (Samples only grow, so the first one that passed stays first.)"""
-        if not poll(lambda: self.first(after, test) is not None, timeout_s, self.interval_s):
+        if not wait_until(lambda: self.first(after, test) is not None, timeout_s, self.interval_s):
             raise TimeoutError(f"plan never satisfied the condition within {timeout_s:g} s")
         found = self.first(after, test)
         assert found is not None

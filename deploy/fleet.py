@@ -4,7 +4,7 @@ Each server gets free loopback ports (HTTP, gRPC, metrics), explicit model
 control and its own log file, and is started in its own process group so that
 stopping it also stops its Python-backend stubs. Shutdown is terminate, then
 kill after a grace period (as Triton Model Analyzer does). Processes are read
-with psutil; waits are tenacity's (`deploy.services.poll`).
+with psutil; waits are tenacity's (`deploy.services.wait_until`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import httpx
 import psutil
 
 from deploy.hardware import Executor, detect_executors
-from deploy.services import poll, wait_ready
+from deploy.services import wait_ready, wait_until
 from deploy.triton import find_tritonserver
 from model_repo_tools.fleet import Fleet, FleetGpu
 from model_repo_tools.host import process_group
@@ -218,7 +218,7 @@ def restart_server(
     install = find_tritonserver(tritonserver)
     ports = [_port(g.http, "http", gpu_id), _port(g.server, "grpc", gpu_id)]
     ports.append(_port(g.metrics, "metrics", gpu_id))
-    if not poll(lambda: all(port_is_free(p, reuse=True) for p in ports), 10.0):
+    if not wait_until(lambda: all(port_is_free(p, reuse=True) for p in ports), 10.0):
         busy = [p for p in ports if not port_is_free(p, reuse=True)]
         raise FleetError(f"gpu {gpu_id}: port {HOST}:{busy[0]} still taken after its stop")
     spec = ServerSpec(
@@ -251,7 +251,7 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_gone(pids: list[int], grace_s: float, running: Callable[[int], bool]) -> None:
-    poll(lambda: not any(running(p) for p in pids), grace_s, interval_s=0.05)
+    wait_until(lambda: not any(running(p) for p in pids), grace_s, interval_s=0.05)
 
 
 def _is_running(pid: int) -> bool:

@@ -3,7 +3,7 @@
 Each service runs `python -m deploy.cli …` from this environment, logs to a
 file, and counts as started only once its readiness URL answers 200; a service
 that exits first is reported with the end of its log. Stopping is terminate,
-then kill after a grace period. Waits are tenacity's (`poll`).
+then kill after a grace period. Waits are tenacity's (`wait_until`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tenacity import (
 from tnx.errors import ServerError
 
 
-def poll(
+def wait_until(
     check: Callable[[], bool],
     timeout_s: float,
     interval_s: float = 0.1,
@@ -49,7 +49,7 @@ def poll(
 def wait_ready(proc: subprocess.Popen, url: str, timeout_s: float) -> bool:
     """Whether `url` answered 200 within `timeout_s`, before `proc` exited."""
     with httpx.Client(timeout=1.0) as client:
-        return poll(
+        return wait_until(
             lambda: client.get(url).status_code == 200,
             timeout_s,
             retry_on=(httpx.HTTPError,),
