@@ -20,8 +20,10 @@ def tools(
 
 def mount(bench_app: typer.Typer) -> None:
     from bench.chaos import bench_chaos
+    from bench.plan import bench_plan
     from bench.router import bench_router
 
+    bench_app.command("plan", help="Scheduler benchmark on the H200 profiles.")(bench_plan)
     bench_app.command(
         "router", help="Router vs Triton direct under k6 load: latency, goodput, recovery."
     )(bench_router)

@@ -1,4 +1,4 @@
-"""`tnx plan` and `tnx bench plan`: the scheduler's commands (mounted by deploy/cli.py).
+"""`tnx plan`: the scheduler's command (mounted by deploy/cli.py; `tnx bench plan` is in bench/).
 
 All file handling lives here; the scheduler modules stay pure. User mistakes are
 raised as TnxError subclasses, which the root prints as one line.
@@ -66,26 +66,3 @@ def plan(
         typer.echo(f"moves: {len(m.loads)} loads, {len(m.unloads)} unloads")
     for u in p.unplaced:
         typer.echo(f"unplaced {u.session} ({u.rate:g} req/s): {u.reason}")
-
-
-def bench_plan(
-    profiles: Path = typer.Option(DEFAULT_PROFILES, "--profiles", help="profiles.json to plan on."),
-    seed: int = typer.Option(0, "--seed", help="Workload seed."),
-    sizes: str = typer.Option("20,200,2000", "--sizes", help="Session counts, comma-separated."),
-    gpu_memory: int = typer.Option(
-        141_000_000_000, "--gpu-memory", help="Bytes per GPU (H200: 141 GB)."
-    ),
-) -> None:
-    """GPUs per policy, lower bound, planning time and moves on Zipf-0.9 workloads."""
-    from control.bench import run_bench
-    from model_repo_tools.profiles import ProfileSet
-
-    try:
-        counts = [int(x) for x in sizes.split(",") if x.strip()]
-    except ValueError:
-        raise UserInputError(f"--sizes: not a list of integers: {sizes!r}") from None
-    if not counts or min(counts) <= 0:
-        raise UserInputError(f"--sizes: need positive session counts, got {sizes!r}")
-    ps = ProfileSet.load(profiles)
-    for line in run_bench(ps, counts, seed, float(gpu_memory)):
-        typer.echo(line)

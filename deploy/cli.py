@@ -39,12 +39,11 @@ def _mount() -> None:
     )
     # --- scheduler (control/cli.py) ---
     try:
-        from control.cli import bench_plan, plan
+        from control.cli import plan
     except ImportError:  # the scheduler's CLI is not there yet
         pass
     else:
         app.command("plan", help="Plan sessions onto GPUs (Nexus squishy bin packing).")(plan)
-        bench_app.command("plan", help="Scheduler benchmark on the H200 profiles.")(bench_plan)
     from control.serve_cli import control_app
 
     app.add_typer(control_app, name="control", help="The control plane service.")

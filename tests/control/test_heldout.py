@@ -11,10 +11,10 @@ import math
 
 import pytest
 
+from bench.workloads import synthetic_profiles, zipf_sessions
 from control.problem import GpuClass
 from control.scheduler import schedule
 from control.validate import validate_plan
-from control.workloads import synthetic_profiles, zipf_sessions
 
 SEEDS = (11, 12, 13, 14)
 MEMORY = (math.inf, 1.6e10, 4e9)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from bench.workloads import rescale, zipf_sessions
 from control.cli import DEFAULT_PROFILES
 from control.incremental import diff
 from control.problem import pool
 from control.scheduler import schedule
 from control.validate import validate_plan
-from control.workloads import rescale, zipf_sessions
 from model_repo_tools.profiles import ProfileSet
 
 PS = ProfileSet.load(DEFAULT_PROFILES)

@@ -8,10 +8,10 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.workloads import rescale, synthetic_profiles, zipf_sessions
 from control.problem import GpuClass
 from control.scheduler import POLICIES, schedule
 from control.validate import lower_bound, validate_plan
-from control.workloads import rescale, synthetic_profiles, zipf_sessions
 
 MEMORY = st.sampled_from([math.inf, 6e8, 2e9, 1.6e10])
 

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.workloads import synthetic_profiles
 from control.problem import pool
 from control.query_analysis import even_split, split_slo, stage_rates
 from control.scheduler import schedule_workload, workload_sessions
 from control.tables import BatchTable
 from control.types import Query, Stage, Workload
 from control.validate import validate_plan
-from control.workloads import synthetic_profiles
 
 STEPS = 8
 

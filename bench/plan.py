@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import typer
+
+from bench.workloads import rescale, zipf_sessions
+from control.cli import DEFAULT_PROFILES
 from control.incremental import diff
 from control.problem import pool
 from control.scheduler import schedule
 from control.validate import validate_plan
-from control.workloads import rescale, zipf_sessions
 from model_repo_tools.profiles import ProfileSet
+from tnx.errors import UserInputError
 
 HEADER = (
     "| sessions | tnx GPUs | nexus-paper | batch-oblivious | lower bound | tnx plan time (s) "
@@ -51,3 +56,23 @@ def run_bench(ps: ProfileSet, counts: list[int], seed: int, memory: float) -> It
             f"| {elapsed:.2f} | {inc.gpus} (scratch {scratch.gpus}) | {inc.moves.count} "
             f"| {diff(ours.plan, scratch.plan).count} | {'yes' if ok else 'NO'} |"
         )
+
+
+def bench_plan(
+    profiles: Path = typer.Option(DEFAULT_PROFILES, "--profiles", help="profiles.json to plan on."),
+    seed: int = typer.Option(0, "--seed", help="Workload seed."),
+    sizes: str = typer.Option("20,200,2000", "--sizes", help="Session counts, comma-separated."),
+    gpu_memory: int = typer.Option(
+        141_000_000_000, "--gpu-memory", help="Bytes per GPU (H200: 141 GB)."
+    ),
+) -> None:
+    """GPUs per policy, lower bound, planning time and moves on Zipf-0.9 workloads."""
+    try:
+        counts = [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        raise UserInputError(f"--sizes: not a list of integers: {sizes!r}") from None
+    if not counts or min(counts) <= 0:
+        raise UserInputError(f"--sizes: need positive session counts, got {sizes!r}")
+    ps = ProfileSet.load(profiles)
+    for line in run_bench(ps, counts, seed, float(gpu_memory)):
+        typer.echo(line)

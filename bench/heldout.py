@@ -1,6 +1,6 @@
 """Held-out comparison of `tnx` with `nexus-paper`, for tuning the default policy.
 
-`python -m control.heldout [--quick]` plans seeded configurations that appear nowhere
+`python -m bench.heldout [--quick]` plans seeded configurations that appear nowhere
 else in the repository: synthetic profiles of 4 to 10 models (one or two GPU types)
 and the H200 profiles with every model's latency and memory rescaled, GPUs of 2.5 GB
 (memory binds) to unbounded, 20 to 2,000 sessions, SLO ranges from 10–60 ms to
@@ -17,12 +17,12 @@ import sys
 import time
 from collections.abc import Mapping
 
+from bench.workloads import synthetic_profiles, zipf_sessions
 from control.problem import GpuClass
 from control.scheduler import schedule
 from control.tables import BatchTable
 from control.types import Session
 from control.validate import validate_plan
-from control.workloads import synthetic_profiles, zipf_sessions
 from model_repo_tools.profiles import BatchPoint, LatencyCurve, Profile, ProfileSet
 
 SEEDS = (101, 102, 103, 104, 205, 306, 407, 508, 609, 710)
