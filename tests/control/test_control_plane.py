@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from control.actuator import Actuator
+from control.store import Store
 from control.types import Plan
 from deploy.demo import spawn_router
 from deploy.fleet import free_port, start_fleet, stop_fleet
@@ -160,13 +161,18 @@ def test_rate_step_moves_load_onto_more_servers_and_restart_reloads_nothing(
 
         # Kill the control plane and start it again on the same state.
         sessions = httpx.get(f"{control.url}/v1/sessions").json()["sessions"]
-        loads_before = _loads(fleet)
         control.kill()
         services.remove(control)
+        # What it last applied (an epoch may have re-planned since the GET above).
+        store = Store(tmp_path / "state.sqlite")
+        revision, last = store.last_plan()  # type: ignore[misc]
+        store.close()
+        loads_before = _loads(fleet)
         again = spawn("control", control_args, control_port, "/healthz", tmp_path / "c2.log", env)
         services.append(again)
         replan = httpx.get(f"{again.url}/v1/plan").json()
-        assert replan["revision"] == plan["revision"] and replan["gpus"] == plan["gpus"]
+        assert replan["revision"] == revision
+        assert replan["gpus"] == last.model_dump(mode="json")["gpus"]
         assert [s["id"] for s in httpx.get(f"{again.url}/v1/sessions").json()["sessions"]] == [
             s["id"] for s in sessions
         ]
