@@ -181,10 +181,8 @@ class ControlPlane:
         else:
             if last is not None:
                 self.current = PlanRecord(last[0], last[1], self.clock.wall(), "stored")
-            first = Replan("initial", "initial")
-            await self.replan(
-                first if last is None else Replan("restart: a server is down", "restart")
-            )
+            down = Replan("restart: a server is down", "restart")
+            await self.replan(Replan("initial", "initial") if last is None else down)
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._loop())
         self._probe_task = loop.create_task(self.monitor.run(self.config.probe_s))

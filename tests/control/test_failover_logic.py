@@ -175,3 +175,22 @@ def test_epochs_probes_and_failover_run_on_the_manual_clock(tmp_path: Path) -> N
             await cp.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_reported_server_that_still_answers_is_reconciled_at_once(tmp_path: Path) -> None:
+    """A failed batch on a server that answers live: it may have restarted between two probes
+    and lost its models, so the plan's models are checked there now, not at the epoch."""
+
+    async def scenario() -> None:
+        cp, _, act, _ = _control(tmp_path, 2, probe_s=3600)
+        await cp.start()
+        try:
+            applies, revision = len(act.applied), cp.current and cp.current.revision
+            assert cp.report("triton-1/0", healthy=False, error="batch failed") is True
+            await _settled(lambda: len(act.applied) == applies + 1)
+            assert act.applied[-1][1] == {"triton-1/0"}  # only that server's GPUs
+            assert cp.health.is_up("h:1") and cp.current and cp.current.revision == revision
+        finally:
+            await cp.stop()
+
+    asyncio.run(scenario())
