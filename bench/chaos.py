@@ -39,6 +39,7 @@ from deploy.fleet import restart_server, start_fleet, stop_fleet
 from deploy.services import wait_until
 from model_repo_tools.fleet import FleetGpu
 from model_repo_tools.triton_client import TritonServer
+from tnx.cli_args import names, one_of
 from tnx.errors import UserInputError
 
 SCENARIOS = ("kill", "stop", "restart", "router", "control")
@@ -299,15 +300,6 @@ def table(rows: list[ChaosRow]) -> list[str]:
     return out
 
 
-def _choices(flag: str, text: str, allowed: tuple[str, ...]) -> list[str]:
-    """A comma list of `allowed` names, as given."""
-    names = [x.strip() for x in text.split(",") if x.strip()]
-    for n in names:
-        if n not in allowed:
-            raise UserInputError(f"{flag}: {n!r} is not one of {', '.join(allowed)}")
-    return names
-
-
 def bench_chaos(
     out: Path = typer.Option(Path("bench-out/chaos"), "--out", help="Working folder."),
     scenarios: str = typer.Option(",".join(SCENARIOS), "--scenarios", help=",".join(SCENARIOS)),
@@ -320,8 +312,8 @@ def bench_chaos(
     epoch_s: float = typer.Option(5.0, "--epoch-s", help="The control plane's epoch."),
 ) -> None:
     """Server, router and control-plane faults under k6 load; tnx beside Triton alone."""
-    names = _choices("--scenarios", scenarios, SCENARIOS)
-    which = _choices("--systems", systems, SYSTEMS)
+    faults = [one_of("--scenarios", x, SCENARIOS) for x in names(scenarios)]
+    which = [one_of("--systems", x, SYSTEMS) for x in names(systems)]
     if not 0 < fault_at < seconds:
         raise UserInputError(f"--fault-at {fault_at:g}: must lie within --seconds {seconds}")
     cfg = ChaosConfig(rate=rate, slo_ms=slo_ms, epoch_s=epoch_s)
@@ -330,7 +322,7 @@ def bench_chaos(
     repo = st.build_repo(onnx, out / "repo")
     body = st.write_body(cfg.model, out / "body.bin")
     rows: list[ChaosRow] = []
-    for n in names:
+    for n in faults:
         for system in which:
             if system == "triton" and n not in SERVER_FAULTS:
                 continue

@@ -6,17 +6,8 @@ from pathlib import Path
 
 import typer
 
+from tnx.cli_args import numbers
 from tnx.errors import VerificationError
-
-
-def _batches(text: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(b) for b in text.split(",") if b.strip())
-    except ValueError:
-        raise typer.BadParameter(f"{text!r}: expected batch sizes like 1,7,32") from None
-    if not out or min(out) < 1:
-        raise typer.BadParameter(f"{text!r}: batch sizes must be positive")
-    return out
 
 
 def export(
@@ -40,7 +31,7 @@ def export(
 
     console = Console(stderr=True)
     shape = parse_shape(input_shape)
-    batches = _batches(verify_batches)
+    batches = numbers("--verify-batches", verify_batches, int)
     if tensorrt and (why := tensorrt_missing()):
         # Say so before minutes of export, not after.
         from tnx.errors import MissingDependencyError
