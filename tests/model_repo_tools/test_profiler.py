@@ -13,8 +13,8 @@ import pytest
 
 from model_repo_tools.profiler import (
     ProfileSettings,
+    measure_fleet,
     measure_model,
-    profile_fleet,
 )
 from model_repo_tools.profiles import ProfileSet
 from model_repo_tools.triton_client import TritonServer
@@ -92,7 +92,7 @@ def test_profile_errors(fleet, tmp_path: Path, model_repo: Path) -> None:
         measure_model(server, fleet.gpus[0], "nope")
     dead = fleet.gpus[0].model_copy(update={"server": "127.0.0.1:1", "id": "dead"})
     with pytest.raises(ServerError, match="127.0.0.1:1"):
-        profile_fleet([dead], ["tiny_mlp"])
+        list(measure_fleet([dead], ["tiny_mlp"]))
     # The CLI writes profiles.json in the contract format.
     fleet_file = tmp_path / "fleet.json"
     fleet_file.write_text(fleet.model_copy(update={"gpus": fleet.gpus[:1]}).model_dump_json())
