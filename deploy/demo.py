@@ -283,7 +283,7 @@ def demo(
     from deploy.fleet import free_port, start_fleet, stop_fleet
     from deploy.services import spawn
     from deploy.traffic import Stream
-    from model_repo_tools.profiler import ProfileSettings, profile_fleet
+    from model_repo_tools.profiler import ProfileSettings, measure_fleet
     from model_repo_tools.profiles import ProfileSet
 
     console = Console()
@@ -297,12 +297,13 @@ def demo(
     try:
         _check_servers(fleet, modules, console)
         with console.status("profiling") as status:
-            profiles = profile_fleet(
+            runs = measure_fleet(
                 fleet.gpus,
                 list(modules),
                 ProfileSettings(batches=(1, 2, 4, 8, 16, 32), runs=10),
                 progress=lambda m: status.update(f"profiling {m}"),
             )
+            profiles = [run.profile for run in runs]
         ProfileSet(profiles=profiles).save(out / "profiles.json")
         for p in profiles:
             pts = ", ".join(f"b{q.batch}={q.latency_ms:.1f}" for q in p.batches)

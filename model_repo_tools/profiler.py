@@ -363,13 +363,3 @@ def measure_fleet(
             for model in models:
                 progress(f"{gpu_type} {model}")
                 yield measure_model(server, gpu, model, settings, progress)
-
-
-def profile_fleet(
-    gpus: Iterable[FleetGpu],
-    models: list[str],
-    settings: ProfileSettings = ProfileSettings(),
-    progress: Callable[[str], None] = lambda _: None,
-) -> list[Profile]:
-    """One profile per (model, gpu type), measured on the first server of each type."""
-    return [run.profile for run in measure_fleet(gpus, models, settings, progress)]
