@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 
-from control.nodes import Node, Piece
+from control.nodes import Node
 from control.problem import Demand
+from control.tables import EPS
 
 
 def plan_oblivious(demands: list[Demand]) -> list[Node]:
@@ -17,13 +18,7 @@ def plan_oblivious(demands: list[Demand]) -> list[Node]:
         if b is None:
             continue
         duty = t.lat[b]
-        n = max(1, math.ceil(d.rate * duty / (1000.0 * b) - 1e-9))
-        share = d.rate / n
-        for _ in range(n):
-            node = Node(d.gclass, duty)
-            # Batch b, not ceil(r·d/1000): it holds the arrivals, and l(b) = d by construction.
-            node.pieces[d.id] = Piece(d, share, b)
-            node.load = sum(p.lat for p in node.pieces.values())
-            node.mem = sum(p.mem for p in node.pieces.values())
-            nodes.append(node)
+        n = max(1, math.ceil(d.rate * duty / (1000.0 * b) - EPS))
+        # Batch b, not ceil(r·d/1000): it holds the arrivals, and l(b) = d by construction.
+        nodes += [Node.alone(d, d.rate / n, b) for _ in range(n)]
     return nodes

@@ -4,9 +4,7 @@ Bin packing leaves partly empty nodes. Taking the emptiest node, its sessions ar
 moved into other nodes' slack: whole where one node takes it, else by shortening a
 node's cycle as the paper's merge does, else split across several nodes (a
 session's rate may be served by several GPUs); then, on another GPU type that can
-serve it. (Two more moves, moving a piece out of the way and shortening a node's
-cycle for memory, are written but off: see EJECT_MAX_NODES.) If all of it fits,
-the node is gone; if not, every change is undone.
+serve it. If all of it fits, the node is gone; if not, every change is undone.
 Incremental re-planning uses the same moves to absorb grown rates.
 """
 
@@ -16,18 +14,14 @@ import math
 
 from control.nodes import Node, Piece
 from control.problem import Demand
+from control.tables import EPS
 
-# Consecutive failed attempts after which dissolving stops: each attempt costs a scan
-# of every node per session moved, and later candidates are fuller, so less likely.
+# Consecutive failed attempts after which dissolving stops: trades GPUs for planning
+# time (each attempt scans every node per session moved, and later candidates are
+# fuller, so less likely to go); judged on BENCHMARKS.md "Scheduler", 2000-session rows.
 MAX_DISSOLVE_FAILURES = 12
-# Two-step moves (a piece out of the way, then the newcomer in) and squeezing a node for
-# memory: off (0 nodes) since they broke "same rates, no moves" in re-planning (a
-# hypothesis example, seed 8); how many pieces to try
-# moving, and on plans of at most how many nodes (each try scans every node).
-EJECT_TRIES, EJECT_MAX_NODES = 6, 0
-# Shortening a node's cycle to make memory room: factor per step, and steps.
-SQUEEZE, SQUEEZE_STEPS = 0.8, 5
-# On small plans each attempt is cheap: try more of them.
+# On plans of at most SMALL_PLAN nodes an attempt is cheap: allow more failures; judged
+# on the held-out table's 20- and 150-session rows (BENCHMARKS.md) against plan time.
 SMALL_PLAN, SMALL_PLAN_FAILURES = 200, 40
 
 
@@ -62,71 +56,11 @@ def _add_shrinking(d: Demand, rate: float, nodes: list[Node], touched: dict[int,
     return best.add_shrunk(d, rate, longest)
 
 
-def _eject(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple]) -> bool:
-    """Put all of `rate` on a node after moving one of that node's pieces, whole, to
-    another node: a two-step move for when GPUs are full (memory, mostly)."""
-    tries = 0
-    for n in nodes:
-        if n.slack <= 0 and n.mem <= 0:
-            continue
-        for q in list(n.pieces.values()):
-            if q.demand.id == d.id:
-                continue
-            # Would `d` fit once `q` is gone? Checked on the node itself, then undone.
-            snap = _snapshot(n)
-            n.remove(q.demand.id)
-            fits = n.cost(d, rate) is not None
-            _restore(n, snap)
-            if not fits:
-                continue
-            tries += 1
-            host = None
-            for m in nodes:
-                if m is not n and m.cost(q.demand, q.rate) is not None:
-                    host = m
-                    break
-            if host is not None:
-                _touch(touched, n)
-                _touch(touched, host)
-                n.remove(q.demand.id)
-                host.add(q.demand, q.rate)
-                n.add(d, rate)
-                return True
-            if tries >= EJECT_TRIES:
-                return False
-    return False
-
-
-def _squeeze_in(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple]) -> bool:
-    """Put all of `rate` on a node out of memory rather than time, after shortening its
-    cycle (smaller batches hold less memory): the node that stays least occupied."""
-    mt = d.table.mem[1]
-    best: Node | None = None
-    best_duty, best_load = 0.0, math.inf
-    for n in nodes:
-        if n.mem + mt <= n.gclass.memory or n.slack < d.table.lat[1]:
-            continue  # not memory that keeps `d` out
-        duty = n.duty
-        for _ in range(SQUEEZE_STEPS):
-            duty *= SQUEEZE
-            sh = n.shrunk(d, rate, duty)
-            if sh is not None:
-                if sh[0] / duty < best_load:
-                    best, best_duty, best_load = n, duty, sh[0] / duty
-                break
-            if n.load > duty:
-                break
-    if best is None:
-        return False
-    _touch(touched, best)
-    return best.add_shrunk(d, rate, best_duty)
-
-
 def place_rate(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple]) -> float:
     """Put `rate` of `d` into the nodes' slack, whole where it fits, else split; returns
     what is left over. `touched` collects snapshots of the nodes it changes."""
     same = [n for n in nodes if n.gclass is d.gclass and n.slack >= 0]
-    while rate > 1e-9:
+    while rate > EPS:
         best: Node | None = None
         best_occ = -1.0
         for n in same:
@@ -139,17 +73,13 @@ def place_rate(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tup
             return 0.0
         if _add_shrinking(d, rate, same, touched):
             return 0.0
-        if len(same) <= EJECT_MAX_NODES and _eject(d, rate, same, touched):
-            return 0.0
-        if len(same) <= EJECT_MAX_NODES and _squeeze_in(d, rate, same, touched):
-            return 0.0
         # No node takes it whole: fill the node that can take the most, and go on.
         cap, host = 0.0, None
         for n in same:
             m = n.max_rate(d)
             if m > cap:
                 cap, host = m, n
-        if host is None or cap <= 1e-9:
+        if host is None or cap <= EPS:
             return rate
         part = min(cap, rate)
         _touch(touched, host)
@@ -188,9 +118,9 @@ def dissolve(nodes: list[Node], budget: int | None = None) -> list[Node]:
             left = place_rate(p.demand, p.rate, others, touched)
             # Then on another GPU type that can serve the session, if one is in use.
             for alt in p.demand.alts:
-                if left > 1e-9:
+                if left > EPS:
                     left = place_rate(alt, left, others, touched)
-            if left > 1e-9:
+            if left > EPS:
                 ok = False
                 break
         if ok:

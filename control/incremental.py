@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from control.consolidate import dissolve, place_rate
 from control.nodes import Node
 from control.problem import Demand, GpuClass, Problem, TableCache
+from control.tables import EPS
 from control.types import Plan
 
 
@@ -90,31 +91,34 @@ def replan(
                 continue
             here = Demand(d.id, d.model, d.slo, d.rate, t, c)
             rate = min(a.rate * scale[d.id], left[d.id])
-            if rate > 1e-9 and node.add(here, rate):
+            # The least batch, else the batch it had: a plan may hold a larger one (a
+            # saturated shape, or a non-monotone profile's faster batch) that the least
+            # one cannot replace, and an unchanged allocation must not move.
+            if rate > EPS and (node.add(here, rate) or node.fit_at(here, rate, a.batch)):
                 left[d.id] -= rate
         if node.pieces:
             nodes.append(node)
     # Growth: first where the session already runs (no load), then any slack.
     for sid, rate in list(left.items()):
-        if rate <= 1e-9:
+        if rate <= EPS:
             continue
         d = want[sid]
         hosts = [n for n in nodes if sid in n.pieces]
         for n in hosts:
-            if rate <= 1e-9:
+            if rate <= EPS:
                 break
             here = n.pieces[sid].demand
             extra = min(rate, n.max_rate(here))
-            if extra > 1e-9 and n.add(here, extra):
+            if extra > EPS and n.add(here, extra):
                 rate -= extra
         left[sid] = rate
     rest = []
     for sid, rate in left.items():
-        if rate <= 1e-9:
+        if rate <= EPS:
             continue
         d = want[sid]
         rate = place_rate(d, rate, nodes, {})
-        if rate > 1e-9:
+        if rate > EPS:
             rest.append(Demand(d.id, d.model, d.slo, rate, d.table, d.gclass))
     nodes += policy(rest)
     return dissolve(nodes)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 
-from control.nodes import FIT, Node, Piece
+from control.nodes import Node, least_batches
 from control.problem import Demand
+from control.tables import EPS
 
 
 def saturate(d: Demand, batch: int) -> tuple[list[Node], float]:
@@ -25,14 +26,8 @@ def saturate(d: Demand, batch: int) -> tuple[list[Node], float]:
     t = d.table
     duty = t.lat[batch]
     tput = 1000.0 * batch / duty
-    n = math.floor(d.rate / tput + 1e-9)
-    nodes = []
-    for _ in range(n):
-        node = Node(d.gclass, duty)
-        node.pieces[d.id] = Piece(d, tput, batch)
-        node.load, node.mem = duty, t.mem[batch]
-        nodes.append(node)
-    return nodes, max(0.0, d.rate - n * tput)
+    n = math.floor(d.rate / tput + EPS)
+    return [Node.alone(d, tput, batch) for _ in range(n)], max(0.0, d.rate - n * tput)
 
 
 def residual_node(d: Demand, rate: float, sat_batch: int) -> Node:
@@ -56,47 +51,25 @@ def residual_node(d: Demand, rate: float, sat_batch: int) -> Node:
         choice = (sat_batch, t.lat[sat_batch])
     # The batch may exceed ceil(r·d/1000) in the fallback; it still holds the arrivals.
     b, duty = choice
-    node = Node(d.gclass, duty)
-    node.pieces[d.id] = Piece(d, rate, b)
-    node.load, node.mem = t.lat[b], t.mem[b]
-    return node
+    return Node.alone(d, rate, b, duty)
 
 
 def try_merge(a: Node, b: Node) -> Node | None:
     """The node holding both, at the smaller duty cycle, or None if invalid."""
-    duty = min(a.duty, b.duty)
-    merged = Node(a.gclass, duty)
-    merged.pieces = {**a.pieces, **b.pieces}
-    batches = merged.rebatch(duty)
-    if batches is None:
-        return None
-    # Pieces are shared with the inputs until the merge is chosen; copy then.
-    merged.pieces = {p.demand.id: Piece(p.demand, p.rate, nb) for p, nb in batches}
-    merged.load = sum(p.lat for p in merged.pieces.values())
-    merged.mem = sum(p.mem for p in merged.pieces.values())
-    return merged
+    return Node.of(a.gclass, min(a.duty, b.duty), {**a.pieces, **b.pieces}.values())
 
 
 def _merge_load(node: Node, res: Node) -> float | None:
     """Occupancy after merging `res` into `node`, without building the node."""
     duty = min(node.duty, res.duty)
-    load = mem = 0.0
-    for part in (node, res):
-        if part is node and part.duty == duty:
-            # Batches only change on the side whose cycle shrinks.
-            load += part.load
-            mem += part.mem
-            continue
-        for p in part.pieces.values():
-            t = p.demand.table
-            b = t.batch_for(p.rate, duty)
-            if b > t.max_batch or duty + t.lat[b] > p.demand.slo * FIT:
-                return None
-            load += t.lat[b]
-            mem += t.mem[b]
-    if load > duty * FIT or mem > node.gclass.memory:
-        return None
-    return load / duty
+    if node.duty == duty:
+        # Batches only change on the side whose cycle shrinks.
+        parts, load, mem = (res,), node.load, node.mem
+    else:
+        parts, load, mem = (node, res), 0.0, 0.0
+    rates = ((p.demand, p.rate) for part in parts for p in part.pieces.values())
+    got = least_batches(rates, duty, node.gclass.memory, load, mem)
+    return None if got is None else got[1] / duty
 
 
 def plan_nexus(demands: list[Demand]) -> list[Node]:
@@ -108,7 +81,7 @@ def plan_nexus(demands: list[Demand]) -> list[Node]:
             continue  # resolve() already listed it as unplaced
         full, rest = saturate(d, sat)
         nodes += full
-        if rest > 1e-9:
+        if rest > EPS:
             residuals.append(residual_node(d, rest, sat))
     residuals.sort(key=lambda n: n.occupancy, reverse=True)
     merged: list[Node] = []

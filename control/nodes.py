@@ -2,20 +2,50 @@
 
 The node keeps DESIGN.md's per-GPU invariants true at every step: Σ l(b) ≤ d,
 d + l(b) ≤ SLO, r·d/1000 ≤ b ≤ max batch, Σ memory(b) ≤ the GPU's memory. Batches
-are the least that hold a cycle's arrivals, b = ceil(r·d/1000); every method that
-would break an invariant refuses instead.
+are the least that hold a cycle's arrivals, b = ceil(r·d/1000), except where a node
+is built at a given batch (`Node.alone`, `Node.fit_at`); every method that would
+break an invariant refuses instead.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from control.problem import Demand, GpuClass
+from control.tables import EPS
 
-# Sums of latencies are accumulated in different orders by different callers; a
-# part-per-billion allowance keeps them agreeing (the validator allows 1e-6).
-FIT = 1.0 + 1e-9
+# Sums of latencies are accumulated in different orders by different callers: EPS of
+# allowance keeps them agreeing.
+FIT = 1.0 + EPS
+# Bisection steps when balancing a node's cycle: 6 halvings find it within 1/64 of the
+# interval; each step costs a re-batch of the node.
+BALANCE_STEPS = 6
+
+
+def least_batches(
+    rates: Iterable[tuple[Demand, float]],
+    duty: float,
+    memory: float,
+    load: float = 0.0,
+    mem: float = 0.0,
+) -> tuple[list[int], float, float] | None:
+    """Each (session, rate)'s least batch at cycle `duty`, with Σ l and Σ memory added to
+    `load` and `mem`; None if a batch passes its profile or its SLO, or the sums pass the
+    cycle or the GPU's `memory`. The one batch-rebuild loop of the packers."""
+    batches = []
+    for d, r in rates:
+        t = d.table
+        b = t.batch_for(r, duty)
+        if b > t.max_batch or duty + t.lat[b] > d.slo * FIT:
+            return None
+        load += t.lat[b]
+        mem += t.mem[b]
+        batches.append(b)
+    if load > duty * FIT or mem > memory:
+        return None
+    return batches, load, mem
 
 
 @dataclass(slots=True)
@@ -35,14 +65,41 @@ class Piece:
         return self.demand.table.mem[self.batch]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Node:
+    """Compared by identity (eq=False): the packers find and drop nodes in lists."""
+
     gclass: GpuClass
     duty: float
     pieces: dict[str, Piece] = field(default_factory=dict)
     load: float = 0.0  # Σ l(b) in ms
     mem: float = 0.0
     gpu: str | None = None  # a fixed GPU id (fleet placement, incremental re-planning)
+
+    @classmethod
+    def alone(cls, d: Demand, rate: float, batch: int, duty: float | None = None) -> Node:
+        """`rate` of `d` alone at `batch`, on cycle `duty` (default l(batch): batches back
+        to back). The batch may exceed ceil(r·d/1000); it still holds the arrivals."""
+        t = d.table
+        node = cls(d.gclass, t.lat[batch] if duty is None else duty)
+        node.pieces[d.id] = Piece(d, rate, batch)
+        node.load, node.mem = t.lat[batch], t.mem[batch]
+        return node
+
+    @classmethod
+    def of(cls, gclass: GpuClass, duty: float, pieces: Iterable[Piece]) -> Node | None:
+        """A node holding the pieces' rates at cycle `duty` with least batches, or None."""
+        pieces = list(pieces)
+        got = least_batches(((p.demand, p.rate) for p in pieces), duty, gclass.memory)
+        if got is None:
+            return None
+        node = cls(gclass, duty)
+        node.pieces = {
+            p.demand.id: Piece(p.demand, p.rate, b) for p, b in zip(pieces, got[0], strict=True)
+        }
+        node.load = sum(p.lat for p in node.pieces.values())
+        node.mem = sum(p.mem for p in node.pieces.values())
+        return node
 
     @property
     def occupancy(self) -> float:
@@ -59,10 +116,10 @@ class Node:
         t = d.table
         duty = self.duty
         if old is None:
-            b = math.ceil(rate * duty / 1000.0 - 1e-9)
+            b = math.ceil(rate * duty / 1000.0 - EPS)
             ol = om = 0.0
         else:
-            b = math.ceil((rate + old.rate) * duty / 1000.0 - 1e-9)
+            b = math.ceil((rate + old.rate) * duty / 1000.0 - EPS)
             ol, om = t.lat[old.batch], t.mem[old.batch]
         if b < 1:
             b = 1
@@ -92,6 +149,23 @@ class Node:
         self.mem += dm
         return True
 
+    def fit_at(self, d: Demand, rate: float, batch: int) -> bool:
+        """Add `rate` of `d` at a given batch, where it holds a cycle's arrivals and every
+        rule holds: a previous plan's batch, kept where the least one does not fit (with
+        a non-monotone profile the least batch can be the slower one)."""
+        t = d.table
+        if d.id in self.pieces or not t.batch_for(rate, self.duty) <= batch <= t.max_batch:
+            return False
+        lb, mb = t.lat[batch], t.mem[batch]
+        if self.duty + lb > d.slo * FIT or self.load + lb > self.duty * FIT:
+            return False
+        if self.mem + mb > self.gclass.memory:
+            return False
+        self.pieces[d.id] = Piece(d, rate, batch)
+        self.load += lb
+        self.mem += mb
+        return True
+
     def max_rate(self, d: Demand) -> float:
         """The most extra rate of `d` this node can take (0 when none): fills its slack."""
         old = self.pieces.get(d.id)
@@ -107,27 +181,14 @@ class Node:
     def shrunk(self, d: Demand, rate: float, duty: float) -> tuple[float, float] | None:
         """(Σ l, Σ memory) with `rate` of `d` added and the cycle shortened to `duty`, as the
         paper's merge does; None if that breaks a rule."""
-        load = mem = 0.0
-        extra = rate
-        for p in self.pieces.values():
-            r = p.rate + extra if p.demand.id == d.id else p.rate
-            extra = 0.0 if p.demand.id == d.id else extra
-            t = p.demand.table
-            b = t.batch_for(r, duty)
-            if b > t.max_batch or duty + t.lat[b] > p.demand.slo * FIT:
-                return None
-            load += t.lat[b]
-            mem += t.mem[b]
-        if extra:
-            t = d.table
-            b = t.batch_for(extra, duty)
-            if b > t.max_batch or duty + t.lat[b] > d.slo * FIT:
-                return None
-            load += t.lat[b]
-            mem += t.mem[b]
-        if load > duty * FIT or mem > self.gclass.memory:
-            return None
-        return load, mem
+        rates = [
+            (p.demand, p.rate + rate if p.demand.id == d.id else p.rate)
+            for p in self.pieces.values()
+        ]
+        if d.id not in self.pieces:
+            rates.append((d, rate))
+        got = least_batches(rates, duty, self.gclass.memory)
+        return None if got is None else (got[1], got[2])
 
     def add_shrunk(self, d: Demand, rate: float, duty: float) -> bool:
         if self.shrunk(d, rate, duty) is None:
@@ -137,11 +198,9 @@ class Node:
             self.pieces[d.id] = Piece(d, rate, 1)
         else:
             old.rate += rate
-        for p in self.pieces.values():
-            p.batch = p.demand.table.batch_for(p.rate, duty)
-        self.duty = duty
-        self.load = sum(p.lat for p in self.pieces.values())
-        self.mem = sum(p.mem for p in self.pieces.values())
+        self.set_duty(
+            duty, [(p, p.demand.table.batch_for(p.rate, duty)) for p in self.pieces.values()]
+        )
         return True
 
     def remove(self, sid: str) -> Piece:
@@ -152,19 +211,9 @@ class Node:
 
     def rebatch(self, duty: float) -> list[tuple[Piece, int]] | None:
         """The batches every piece needs at another duty cycle, or None if any rule breaks."""
-        out = []
-        load = mem = 0.0
-        for p in self.pieces.values():
-            t = p.demand.table
-            b = t.batch_for(p.rate, duty)
-            if b > t.max_batch or duty + t.lat[b] > p.demand.slo * FIT:
-                return None
-            load += t.lat[b]
-            mem += t.mem[b]
-            out.append((p, b))
-        if load > duty * FIT or mem > self.gclass.memory:
-            return None
-        return out
+        pieces = list(self.pieces.values())
+        got = least_batches(((p.demand, p.rate) for p in pieces), duty, self.gclass.memory)
+        return None if got is None else list(zip(pieces, got[0], strict=True))
 
     def set_duty(self, duty: float, batches: list[tuple[Piece, int]]) -> None:
         self.duty = duty
@@ -173,7 +222,7 @@ class Node:
         self.load = sum(p.lat for p in self.pieces.values())
         self.mem = sum(p.mem for p in self.pieces.values())
 
-    def balance(self, steps: int = 6) -> None:
+    def balance(self, steps: int = BALANCE_STEPS) -> None:
         """Shorten the cycle until the time it uses matches the memory it holds.
 
         Where memory fills faster than time, a shorter cycle (smaller batches, less

@@ -14,17 +14,18 @@ from dataclasses import dataclass
 
 from model_repo_tools.profiles import LatencyCurve
 
-# Rounding slack when turning a rate into a batch size: r·d/1000 computed in floats
-# can land a hair above an integer it equals exactly.
-_EPS = 1e-9
+# The scheduler's one float allowance, a part per billion: r·d/1000 computed in floats
+# can land a hair above an integer it equals exactly, sums of latencies accumulated in
+# different orders differ in their last bits, and a rate left over after splitting may
+# be a rounding residue rather than demand. The validator allows 1e-6, well above it.
+EPS = 1e-9
 
 
 @dataclass(slots=True, frozen=True)
 class BatchTable:
     """l(b) and memory(b) for b = 0..max_batch (index 0 repeats batch 1)."""
 
-    model: str
-    gpu_type: str
+    curve: LatencyCurve  # what it tabulates: the model and GPU type's profile
     lat: tuple[float, ...]
     mem: tuple[float, ...]
     # Running maxima of lat and mem: bisecting them finds the largest batch such that
@@ -37,7 +38,7 @@ class BatchTable:
         lat = [c.latency(b) for b in range(1, c.max_batch + 1)]
         mem = [c.memory(b) for b in range(1, c.max_batch + 1)]
         lat, mem = [lat[0], *lat], [mem[0], *mem]
-        return cls(c.model, c.gpu_type, tuple(lat), tuple(mem), _cummax(lat), _cummax(mem))
+        return cls(c, tuple(lat), tuple(mem), _cummax(lat), _cummax(mem))
 
     def largest_fitting(self, lat_room: float, mem_room: float) -> int:
         """The largest b such that every batch up to b has l ≤ lat_room and memory ≤ mem_room."""
@@ -53,7 +54,7 @@ class BatchTable:
 
     def batch_for(self, rate: float, duty: float) -> int:
         """The smallest batch holding one cycle's arrivals: ceil(r·d/1000), at least 1."""
-        return max(1, math.ceil(rate * duty / 1000.0 - _EPS))
+        return max(1, math.ceil(rate * duty / 1000.0 - EPS))
 
     def saturated_batch(self, slo: float, mem_cap: float = math.inf) -> int | None:
         """Nexus's saturated batch: the largest b with 2·l(b) ≤ SLO that fits in memory."""

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from model_repo_tools.contracts import load_contract, write_contract
+from model_repo_tools.profiles import ContractFile, first_duplicate
 
 
 class Session(BaseModel):
@@ -53,26 +51,16 @@ class Query(BaseModel):
         return self
 
 
-class Workload(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class Workload(ContractFile):
     sessions: list[Session] = Field(default_factory=list)
     queries: list[Query] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Workload:
-        ids = [s.id for s in self.sessions]
-        dup = {i for i in ids if ids.count(i) > 1}
-        if dup:
-            raise ValueError(f"duplicate session id {sorted(dup)[0]!r}")
+        dup = first_duplicate(s.id for s in self.sessions)
+        if dup is not None:
+            raise ValueError(f"duplicate session id {dup!r}")
         return self
-
-    @classmethod
-    def load(cls, path: str | Path) -> Workload:
-        return load_contract(path, cls)
-
-    def save(self, path: str | Path) -> None:
-        write_contract(path, self)
 
 
 class Allocation(BaseModel):
@@ -103,16 +91,7 @@ class Unplaced(BaseModel):
     model: str | None = None  # so a router can say "known, not placed now" (503, not 404)
 
 
-class Plan(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class Plan(ContractFile):
     version: int = 1
     gpus: list[GpuPlan] = Field(default_factory=list)
     unplaced: list[Unplaced] = Field(default_factory=list)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Plan:
-        return load_contract(path, cls)
-
-    def save(self, path: str | Path) -> None:
-        write_contract(path, self)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-from control.tables import BatchTable
+from control.tables import EPS, BatchTable
 from control.types import Plan, Session
 from model_repo_tools.profiles import LatencyCurve
 
@@ -117,4 +117,4 @@ def lower_bound(
         need = session_need(s, tabs)
         if math.isfinite(need):
             total += need
-    return math.ceil(total - 1e-9)
+    return math.ceil(total - EPS)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from model_repo_tools.contracts import load_contract, write_contract
+from model_repo_tools.profiles import ContractFile, first_duplicate
 
 
 class FleetGpu(BaseModel):
@@ -22,25 +20,15 @@ class FleetGpu(BaseModel):
     log: str | None = None
 
 
-class Fleet(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class Fleet(ContractFile):
     gpus: list[FleetGpu] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Fleet:
-        ids = [g.id for g in self.gpus]
-        dup = {i for i in ids if ids.count(i) > 1}
-        if dup:
-            raise ValueError(f"duplicate gpu id {sorted(dup)[0]!r}")
+        dup = first_duplicate(g.id for g in self.gpus)
+        if dup is not None:
+            raise ValueError(f"duplicate gpu id {dup!r}")
         return self
-
-    @classmethod
-    def load(cls, path: str | Path) -> Fleet:
-        return load_contract(path, cls)
-
-    def save(self, path: str | Path) -> None:
-        write_contract(path, self)
 
     def by_id(self) -> dict[str, FleetGpu]:
         return {g.id: g for g in self.gpus}

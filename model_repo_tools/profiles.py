@@ -10,12 +10,37 @@ plan on `latency_ms` alone need not look at them.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from model_repo_tools.contracts import load_contract, write_contract
+
+
+class ContractFile(BaseModel):
+    """A JSON contract file of DESIGN.md (profiles, fleet, workload, plan): unknown fields
+    kept, read and written with one-line errors that name the file and field."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        return load_contract(path, cls)
+
+    def save(self, path: str | Path) -> None:
+        write_contract(path, self)
+
+
+def first_duplicate(ids: Iterable[str]) -> str | None:
+    """The least id listed more than once, or None: for a contract's unique-id check."""
+    seen: set[str] = set()
+    dup: set[str] = set()
+    for i in ids:
+        (dup if i in seen else seen).add(i)
+    return min(dup, default=None)
 
 
 class BatchPoint(BaseModel):
@@ -48,18 +73,9 @@ class Profile(BaseModel):
         return v
 
 
-class ProfileSet(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class ProfileSet(ContractFile):
     version: int = 1
     profiles: list[Profile] = Field(default_factory=list)
-
-    @classmethod
-    def load(cls, path: str | Path) -> ProfileSet:
-        return load_contract(path, cls)
-
-    def save(self, path: str | Path) -> None:
-        write_contract(path, self)
 
     def curves(self) -> dict[tuple[str, str], LatencyCurve]:
         """(model, gpu_type) → LatencyCurve."""

@@ -75,3 +75,25 @@ def test_incremental_replans_validly(case, change):
     # Nothing changed: nothing moves.
     same = schedule(sessions, ps.curves(), classes, "tnx", previous=first.plan)
     assert same.moves.count == 0 or any(c.ids is not None for c in classes)
+
+
+def test_same_rates_from_a_plan_holding_a_larger_batch_make_no_moves():
+    """Found by test_incremental_replans_validly (not derandomized). With a non-monotone
+    profile (l(32) = 3.2 ms < l(7) ≈ 4.4 ms) the plan holds s36 at batch 32 on a cycle of
+    l(32), above the least batch of its arrivals (7). Re-planning rebuilt each allocation
+    at its least batch only: 4.4 ms did not fit the 3.2 ms cycle, so s36 went to a new
+    GPU. The previous batch is now kept where the least one does not fit."""
+    ps = synthetic_profiles(40, 1, ("ga",), monotone=False)
+    sessions = zipf_sessions(["m0"], 38, 40, slo_ms=(2.0, 300.0), rate=(0.5, 4000.0))
+    classes = [GpuClass("ga", math.inf)]
+    first = schedule(sessions, ps.curves(), classes, "tnx")
+    held = {
+        a.session: a.batch
+        for g in first.plan.gpus
+        for a in g.allocations
+        if a.batch > math.ceil(a.rate * g.duty_cycle_ms / 1000.0)
+    }
+    assert held.get("s36") == 32  # the case still holds a batch above the least one
+    same = schedule(sessions, ps.curves(), classes, "tnx", previous=first.plan)
+    assert same.moves.count == 0, same.moves
+    check(same.plan, sessions, ps, classes)
