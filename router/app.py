@@ -48,7 +48,6 @@ from tnx.errors import ContractError, ServerError
 
 log = logging.getLogger(__name__)
 
-SLO_HEADER = "x-slo-ms"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 # Requests submitted and not yet answered, beyond which new ones are refused at the
 # door whatever the policy says: a bound on the memory and event-loop work that a
