@@ -1,4 +1,4 @@
-"""`tnx fleet up|status|down`: the local fleet as a CLI, its state in a fleet.json."""
+"""`tnx fleet up|status|down|attach`: the local fleet as a CLI, its state in a fleet.json."""
 
 from __future__ import annotations
 
@@ -32,6 +32,30 @@ def up(
     for g in fleet.gpus:
         typer.echo(f"{g.id}  {g.gpu_type}  grpc {g.server}  http {g.http}  pid {g.pid}")
     typer.echo(f"fleet of {len(fleet.gpus)} ready; state in {state}")
+
+
+@fleet_app.command("attach")
+def attach(
+    servers: list[str] = typer.Argument(
+        ..., metavar="ADDR", help="gRPC host:port of each running Triton (one per GPU)."
+    ),
+    gpu_type: str = typer.Option(..., "--gpu-type", help="GPU type, as profiles name it."),
+    gpu_memory: int | None = typer.Option(
+        None, "--gpu-memory", help="Bytes per GPU (default: read from Triton's metrics)."
+    ),
+    state: Path = typer.Option(Path("fleet.json"), "--state", help="fleet.json to write."),
+    wait: float = typer.Option(
+        0.0, "--wait", help="Seconds to wait for servers not reachable or live yet."
+    ),
+) -> None:
+    """Write fleet.json for Triton servers that already run, if every one qualifies."""
+    from deploy.attach import attach as attach_servers
+
+    fleet = attach_servers(servers, gpu_type, gpu_memory, wait_s=wait)
+    fleet.save(state)
+    for g in fleet.gpus:
+        typer.echo(f"{g.id}  {g.gpu_type}  {g.memory_bytes} B  grpc {g.server}  http {g.http}")
+    typer.echo(f"fleet of {len(fleet.gpus)} attached; state in {state}")
 
 
 @fleet_app.command("status")

@@ -85,6 +85,23 @@ class TritonServer:
         except InferenceServerException:
             return False
 
+    def takes_model_control(self) -> bool:
+        """Whether the server loads and unloads on request (`--model-control-mode=explicit`):
+        unloading a name no repository holds is a no-op there and refused in the other modes.
+        ServerError when the server cannot be asked."""
+        from tritonclient.utils import InferenceServerException
+
+        with translated(self.address, "model control"):
+            try:
+                self.client.unload_model(
+                    "__tnx_model_control_probe__", client_timeout=self.query_timeout_s
+                )
+            except InferenceServerException as err:
+                if "not allowed" not in str(err.message()):
+                    raise
+                return False
+        return True
+
     def is_model_ready(self, model: str) -> bool:
         with translated(self.address, f"ready {model}"):
             return bool(self.client.is_model_ready(model, client_timeout=self.query_timeout_s))
