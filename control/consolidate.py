@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from control.nodes import Node, Piece
+from control.nodes import Node
 from control.problem import Demand
 from control.tables import EPS
 
@@ -25,20 +25,14 @@ MAX_DISSOLVE_FAILURES = 12
 SMALL_PLAN, SMALL_PLAN_FAILURES = 200, 40
 
 
-def _snapshot(n: Node) -> tuple[dict[str, Piece], float, float, float]:
-    return {k: Piece(p.demand, p.rate, p.batch) for k, p in n.pieces.items()}, n.load, n.mem, n.duty
-
-
-def _restore(n: Node, snap: tuple[dict[str, Piece], float, float, float]) -> None:
-    n.pieces, n.load, n.mem, n.duty = snap
-
-
-def _touch(touched: dict[int, tuple], n: Node) -> None:
+def _touch(touched: dict[int, tuple[Node, Node]], n: Node) -> None:
     if id(n) not in touched:
-        touched[id(n)] = (n, _snapshot(n))
+        touched[id(n)] = (n, n.copy())
 
 
-def _add_shrinking(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple]) -> bool:
+def _add_shrinking(
+    d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple[Node, Node]]
+) -> bool:
     """Put all of `rate` on the node whose cycle, shortened to suit `d`, grows least in
     occupancy (the paper's merge, used only where nothing else fits whole)."""
     longest = d.table.max_duty(rate, d.slo, d.gclass.memory)
@@ -56,7 +50,9 @@ def _add_shrinking(d: Demand, rate: float, nodes: list[Node], touched: dict[int,
     return best.add_shrunk(d, rate, longest)
 
 
-def place_rate(d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple]) -> float:
+def place_rate(
+    d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple[Node, Node]]
+) -> float:
     """Put `rate` of `d` into the nodes' slack, whole where it fits, else split; returns
     what is left over. `touched` collects snapshots of the nodes it changes."""
     same = [n for n in nodes if n.gclass is d.gclass and n.slack >= 0]
@@ -112,7 +108,7 @@ def dissolve(nodes: list[Node], budget: int | None = None) -> list[Node]:
         if slack < victim.occupancy:
             failures += 1
             continue
-        touched: dict[int, tuple] = {}
+        touched: dict[int, tuple[Node, Node]] = {}
         ok = True
         for p in sorted(victim.pieces.values(), key=lambda p: -p.lat):
             left = place_rate(p.demand, p.rate, others, touched)
@@ -127,7 +123,7 @@ def dissolve(nodes: list[Node], budget: int | None = None) -> list[Node]:
             nodes = others
             tried.clear()
         else:
-            for n, snap in touched.values():
-                _restore(n, snap)
+            for n, before in touched.values():
+                n.restore(before)
             failures += 1
     return nodes

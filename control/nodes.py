@@ -101,6 +101,19 @@ class Node:
         node.mem = sum(p.mem for p in node.pieces.values())
         return node
 
+    def copy(self) -> Node:
+        """A copy to undo changes with (`restore`): its pieces are copies too."""
+        pieces = {k: Piece(p.demand, p.rate, p.batch) for k, p in self.pieces.items()}
+        return Node(self.gclass, self.duty, pieces, self.load, self.mem, self.gpu)
+
+    def restore(self, before: Node) -> None:
+        self.pieces, self.load, self.mem, self.duty = (
+            before.pieces,
+            before.load,
+            before.mem,
+            before.duty,
+        )
+
     @property
     def occupancy(self) -> float:
         return self.load / self.duty

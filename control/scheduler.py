@@ -25,6 +25,11 @@ from model_repo_tools.profiles import LatencyCurve
 from tnx.errors import PlanningError
 
 Policy = Callable[[list[Demand]], list[Node]]
+# Keeping placements is worth a few GPUs, not many: an incremental re-plan is kept while
+# it uses at most this factor of a fresh plan's GPUs, rounded down, so a small fleet
+# never holds an extra GPU (seen in the demo: plans flapping between 1 and 2 servers at
+# a steady rate). Trades moves for GPUs: BENCHMARKS.md "Scheduler", "after ±30%" columns.
+KEEP_PLACEMENTS = 1.1
 POLICIES: dict[str, Policy] = {
     "tnx": plan_tnx,
     "nexus-paper": plan_nexus,
@@ -62,10 +67,7 @@ def schedule(
     if previous is not None:
         nodes = replan(previous, prob, tables, fn)
         fresh = fn(prob.demands)
-        # Keeping placements is worth a few GPUs, not many: up to 10% more, rounded down,
-        # so a small fleet never holds an extra GPU (seen in the demo: plans flapping
-        # between 1 and 2 servers at a steady rate).
-        if len(nodes) > math.floor(1.1 * len(fresh)):
+        if len(nodes) > math.floor(KEEP_PLACEMENTS * len(fresh)):
             nodes = fresh
     else:
         nodes = fn(prob.demands)

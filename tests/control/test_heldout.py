@@ -2,7 +2,9 @@
 appear nowhere else in the repository, including GPUs with little memory.
 
 The default policy must be valid, never use more GPUs than `nexus-paper` on any case,
-and use at least 10% fewer in total.
+and use at least 10% fewer in total. The first two sets were seen while the policy was
+tuned and stay as regression cases; the last (FRESH_SEEDS) was added after tuning
+stopped and has never been tuned against: keep it that way, add new seeds instead.
 """
 
 from __future__ import annotations
@@ -93,6 +95,50 @@ def test_variety_never_more_and_ten_percent_fewer(variety):
     ours = sum(r["tnx"] for r in variety)
     paper = sum(r["nexus-paper"] for r in variety)
     assert ours <= 0.9 * paper, (ours, paper)
+
+
+# Never tuned against: seeds, skew (1.1), SLO and rate ranges and memory sizes that
+# appear nowhere else; 4 to 8 models, one or two GPU types.
+FRESH_SEEDS = (41, 43, 47, 53)
+FRESH = (
+    (math.inf, (10, 200), 200),
+    (1.2e10, (20, 150), 200),
+    (3e9, (15, 80), 120),
+)
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    out = []
+    for seed in FRESH_SEEDS:
+        types = ("ga", "gb") if seed % 4 == 1 else ("ga",)
+        ps = synthetic_profiles(seed, 4 + seed % 5, types)
+        models = sorted({p.model for p in ps.profiles})
+        for memory, slo, n in FRESH:
+            sessions = zipf_sessions(models, n, seed * 13, skew=1.1, slo_ms=slo, rate=(3, 2500))
+            classes = [GpuClass(t, memory) for t in types]
+            row = {"case": (seed, memory, slo, n)}
+            for policy in ("tnx", "nexus-paper"):
+                s = schedule(sessions, ps.curves(), classes, policy)
+                errs = validate_plan(s.plan, sessions, ps.curves(), default_memory=memory)
+                assert errs == [], (seed, memory, policy, errs[:3])
+                row[policy] = s.gpus
+                if policy == "tnx":
+                    again = schedule(sessions, ps.curves(), classes, "tnx", previous=s.plan)
+                    row["moves with the same rates"] = again.moves.count
+            out.append(row)
+    return out
+
+
+def test_fresh_cases_never_more_and_ten_percent_fewer(fresh):
+    assert all(r["tnx"] <= r["nexus-paper"] for r in fresh), fresh
+    ours = sum(r["tnx"] for r in fresh)
+    paper = sum(r["nexus-paper"] for r in fresh)
+    assert ours <= 0.9 * paper, (ours, paper)
+
+
+def test_fresh_cases_replan_with_the_same_rates_without_moves(fresh):
+    assert all(r["moves with the same rates"] == 0 for r in fresh), fresh
 
 
 def test_real_h200_profiles_at_2000_sessions_beat_the_paper():
