@@ -142,23 +142,29 @@ def _sleep_until(t: float) -> None:
     time.sleep(max(0.0, t - time.monotonic()))
 
 
-def run_tnx(
-    scenario: str,
-    repo: Path,
-    out: Path,
-    cfg: ChaosConfig,
-    seconds: int,
-    fault_at: float,
-    stop_s: float,
-    body: Body,
-) -> ChaosRow:
+@dataclass(frozen=True, slots=True)
+class ChaosRun:
+    """What every scenario of one `tnx bench chaos` shares."""
+
+    repo: Path
+    out: Path
+    cfg: ChaosConfig
+    seconds: int
+    fault_at: float
+    stop_s: float
+    body: Body
+
+
+def run_tnx(scenario: str, run: ChaosRun) -> ChaosRow:
     """One scenario on a fresh stage."""
-    work = out / f"tnx-{scenario}"
-    with ChaosStage(repo, work, cfg) as stage:
+    work = run.out / f"tnx-{scenario}"
+    with ChaosStage(run.repo, work, run.cfg) as stage:
         assert stage.watch is not None
-        thread, box = _load_in_thread(_spec([stage.infer_url], body, cfg, seconds), work, scenario)
+        thread, box = _load_in_thread(
+            _spec([stage.infer_url], run.body, run.cfg, run.seconds), work, scenario
+        )
         t0 = _wait_for_traffic(stage.router_url, stage.session)
-        _sleep_until(t0 + fault_at)
+        _sleep_until(t0 + run.fault_at)
         notes: list[str] = []
         row_extra: dict[str, float | None] = {}
         watch = stage.watch
@@ -169,7 +175,7 @@ def run_tnx(
             if scenario == "stop":
                 stage.stop_server(victim)
                 row_extra["exclude_s"] = _try(lambda: watch.wait(t_fault, _without(victim.id), 15))
-                _sleep_until(t_fault + stop_s)
+                _sleep_until(t_fault + run.stop_s)
                 stage.cont_server(victim)
             else:
                 stage.kill_server(victim)
@@ -185,12 +191,12 @@ def run_tnx(
                 row_extra["exclude_s"] = watch.first(t_fault, _without(victim.id))
             if scenario == "stop":
                 row_extra["rejoin_s"] = _try(
-                    lambda: watch.wait(t_back, _with(victim.id), 2 * cfg.epoch_s + 10)
+                    lambda: watch.wait(t_back, _with(victim.id), 2 * run.cfg.epoch_s + 10)
                 )
             elif scenario == "restart":
                 # Back in use: planned there, and the model loaded there again.
                 row_extra["rejoin_s"] = _try(
-                    lambda: _wait_reloaded(stage, victim, t_back, 2 * cfg.epoch_s + 10)
+                    lambda: _wait_reloaded(stage, victim, t_back, 2 * run.cfg.epoch_s + 10)
                 )
                 notes.append(f"model READY on the restarted server: {stage.model_ready(victim)}")
         elif scenario == "router":
@@ -209,7 +215,9 @@ def run_tnx(
             notes.extend(_samples(httpx.get(f"{stage.control_url}/metrics").text, LOADS))
         res = _result(thread, box)
     per_s = res.seconds("run")
-    return ChaosRow(scenario, "tnx", res.phase("run"), per_s, fault_at, notes=notes, **row_extra)
+    return ChaosRow(
+        scenario, "tnx", res.phase("run"), per_s, run.fault_at, notes=notes, **row_extra
+    )
 
 
 def _wait_reloaded(stage: ChaosStage, gpu: FleetGpu, after: float, timeout_s: float) -> float:
@@ -237,27 +245,20 @@ def _try(fn) -> float | None:
         return None
 
 
-def run_triton(
-    scenario: str,
-    repo: Path,
-    out: Path,
-    cfg: ChaosConfig,
-    seconds: int,
-    fault_at: float,
-    stop_s: float,
-    body: Body,
-) -> ChaosRow:
+def run_triton(scenario: str, run: ChaosRun) -> ChaosRow:
     """The same load round robin straight to the servers, the same fault on the first."""
-    work = out / f"triton-{scenario}"
-    fleet = start_fleet(cfg.servers, repo, work / "fleet")
+    work = run.out / f"triton-{scenario}"
+    fleet = start_fleet(run.cfg.servers, run.repo, work / "fleet")
     try:
         for g in fleet.gpus:
             with TritonServer(g.server) as s:
-                s.load(cfg.model)
-        targets = [f"http://{g.http}/v2/models/{cfg.model}/infer" for g in fleet.gpus]
-        thread, box = _load_in_thread(_spec(targets, body, cfg, seconds), work, scenario)
+                s.load(run.cfg.model)
+        targets = [f"http://{g.http}/v2/models/{run.cfg.model}/infer" for g in fleet.gpus]
+        thread, box = _load_in_thread(
+            _spec(targets, run.body, run.cfg, run.seconds), work, scenario
+        )
         # No router to count arrivals: k6 starts sending about a second after launch.
-        _sleep_until(time.monotonic() + 1.0 + fault_at)
+        _sleep_until(time.monotonic() + 1.0 + run.fault_at)
         victim = fleet.gpus[0]
         assert victim.pid is not None
         import os
@@ -265,17 +266,19 @@ def run_triton(
 
         if scenario == "stop":
             os.killpg(victim.pid, signal.SIGSTOP)
-            time.sleep(stop_s)
+            time.sleep(run.stop_s)
             os.killpg(victim.pid, signal.SIGCONT)
         else:
             os.killpg(victim.pid, signal.SIGKILL)
             if scenario == "restart":
-                fleet = restart_server(fleet, victim.id, repo)
+                fleet = restart_server(fleet, victim.id, run.repo)
         res = _result(thread, box)
     finally:
         stop_fleet(fleet, grace_s=5)
     notes = [f"fault on {victim.id}, one of {len(fleet.gpus)} round-robin targets"]
-    return ChaosRow(scenario, "triton", res.phase("run"), res.seconds("run"), fault_at, notes=notes)
+    return ChaosRow(
+        scenario, "triton", res.phase("run"), res.seconds("run"), run.fault_at, notes=notes
+    )
 
 
 def _s(v: float | None) -> str:
@@ -327,8 +330,8 @@ def bench_chaos(
             if system == "triton" and n not in SERVER_FAULTS:
                 continue
             typer.echo(f"{n} / {system} ...", err=True)
-            run = run_tnx if system == "tnx" else run_triton
-            row = run(n, repo, out, cfg, seconds, fault_at, stop_s, body)
+            runner = run_tnx if system == "tnx" else run_triton
+            row = runner(n, ChaosRun(repo, out, cfg, seconds, fault_at, stop_s, body))
             rows.append(row)
             typer.echo("  " + table([row])[-1], err=True)
     command = "tnx bench chaos " + shlex.join(sys.argv[3:])

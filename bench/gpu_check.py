@@ -31,6 +31,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 TOLERANCE = 1e-3  # fp32, the issue's bound on the GPU path against torch
 AGREEMENT = 0.30  # a profile row within ±30 % of torch + overhead
 OVERHEAD_MODEL = "tiny_mlp"
+MODELS = typer.Option(..., "--model", help="NAME=FACTORY@SHAPE, once per model.")
 
 
 def _factories(specs: list[str]) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -63,7 +64,7 @@ def _torch_model(factory: str, device: str) -> Any:
 def answers(
     fleet: Path = typer.Option(..., help="fleet.json of the running servers."),
     repo: Path = typer.Option(..., help="The model repository the fleet serves."),
-    model: list[str] = typer.Option(..., help="NAME=FACTORY@SHAPE, once per model."),
+    model: list[str] = MODELS,
     batch: int = typer.Option(4, help="Samples per checked request."),
     out: Path = typer.Option(..., help="answers.json to write."),
 ) -> None:
@@ -160,9 +161,9 @@ def compare_rows(
 
 @app.command()
 def timings(
-    profiles: Path = typer.Option(..., help="profiles.json from tnx profile."),
-    model: list[str] = typer.Option(..., help="NAME=FACTORY@SHAPE, once per model."),
+    model: list[str] = MODELS,
     repeats: int = typer.Option(20, help="Timed passes per batch."),
+    profiles: Path = typer.Option(..., help="profiles.json from tnx profile."),
     out: Path = typer.Option(..., help="timings.json to write (and a .md table beside it)."),
 ) -> None:
     """Torch's own time per profiled batch beside tnx profile's rows."""

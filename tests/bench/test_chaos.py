@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench import router_setup as st
-from bench.chaos import ChaosRow, run_tnx, table
+from bench.chaos import ChaosRow, ChaosRun, run_tnx, table
 from bench.chaos_stage import ChaosConfig
 from bench.open_loop import find_k6
 
@@ -33,7 +33,7 @@ FLOOR = 1.0 - (EXCLUDE_S + 1.0) / SECONDS
 
 def _run(scenario: str, model_repo: Path, tmp_path: Path) -> ChaosRow:
     body = st.write_body(CFG.model, tmp_path / "body.bin")
-    row = run_tnx(scenario, model_repo, tmp_path, CFG, SECONDS, FAULT_AT, STOP_S, body)
+    row = run_tnx(scenario, ChaosRun(model_repo, tmp_path, CFG, SECONDS, FAULT_AT, STOP_S, body))
     print("\n".join(table([row])), row.notes)
     c = row.total
     assert c.sent >= 0.9 * CFG.rate * SECONDS
