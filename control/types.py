@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from model_repo_tools.profiles import ContractFile, first_duplicate
+from model_repo_tools.profiles import ContractFile, unique_ids
 
 
 class Session(BaseModel):
@@ -52,15 +54,8 @@ class Query(BaseModel):
 
 
 class Workload(ContractFile):
-    sessions: list[Session] = Field(default_factory=list)
+    sessions: Annotated[list[Session], unique_ids("session id")] = Field(default_factory=list)
     queries: list[Query] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _unique_ids(self) -> Workload:
-        dup = first_duplicate(s.id for s in self.sessions)
-        if dup is not None:
-            raise ValueError(f"duplicate session id {dup!r}")
-        return self
 
 
 class Allocation(BaseModel):
@@ -80,6 +75,9 @@ class GpuPlan(BaseModel):
     gpu_type: str
     duty_cycle_ms: float = Field(gt=0)
     allocations: list[Allocation] = Field(default_factory=list)
+    # The router that alone dispatches to this GPU (its advertised URL), in the plan the
+    # control plane serves to routers; None: every router may (a fixed setup, a plan file).
+    owner: str | None = None
 
 
 class Unplaced(BaseModel):
