@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from model_repo_tools.profiles import ContractFile, unique_ids
+from model_repo_tools.profiles import ContractFile, first_duplicate
 
 
 class Session(BaseModel):
@@ -54,8 +52,15 @@ class Query(BaseModel):
 
 
 class Workload(ContractFile):
-    sessions: Annotated[list[Session], unique_ids("session id")] = Field(default_factory=list)
+    sessions: list[Session] = Field(default_factory=list)
     queries: list[Query] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Workload:
+        dup = first_duplicate(s.id for s in self.sessions)
+        if dup is not None:
+            raise ValueError(f"duplicate session id {dup!r}")
+        return self
 
 
 class Allocation(BaseModel):
