@@ -3,7 +3,10 @@
 Reads are open; every write needs `Authorization: Bearer <token>` (the token
 from TNX_ADMIN_TOKEN or `--token`), except routers' reports of failed batches
 (`POST /v1/fleet/reports`), which only ask for a probe. Routers started with
-`--control URL` poll `GET /v1/plan` and switch when its `revision` changes.
+`--control URL` poll `GET /v1/plan?router=<their URL>` and switch when its
+`revision` or its GPUs' owners change; the poll is their registration and
+heartbeat (`control.ownership`): each planned GPU's `owner` is the one live
+router that dispatches to it. `GET /v1/routers` lists the live routers.
 """
 
 from __future__ import annotations
@@ -71,13 +74,35 @@ def create_app(cp: ControlPlane, token: str | None) -> FastAPI:
         return JSONResponse({"error": str(err)}, status_code=400)
 
     @app.get("/v1/plan")
-    async def plan() -> dict[str, Any]:
+    async def plan(router: str | None = None) -> dict[str, Any]:
+        if router:
+            cp.register(router)
         rec = cp.current
         if rec is None:
             raise HTTPException(503, "no plan applied yet")
-        body = rec.plan.model_dump(mode="json")
+        body = rec.plan.model_dump(mode="json", exclude={"gpus": {"__all__": {"owner"}}})
+        owners = cp.owners()
+        for g in body["gpus"]:
+            if g["gpu"] in owners:
+                g["owner"] = owners[g["gpu"]]
         body.update(revision=rec.revision, applied_at=rec.applied_at, reason=rec.reason)
         return body
+
+    @app.get("/v1/routers")
+    async def routers() -> dict[str, Any]:
+        now = cp.clock.now()
+        owners = cp.owners()
+        return {
+            "routers": [
+                {
+                    "url": r,
+                    "last_seen_s": round(now - cp.routers.heartbeats[r], 3),
+                    "gpus": sorted(g for g, o in owners.items() if o == r),
+                }
+                for r in cp.routers.live(now)
+            ],
+            "fixed": cp.sampler.fixed,
+        }
 
     @app.get("/v1/plan/history")
     async def history() -> list[dict[str, Any]]:

@@ -77,3 +77,27 @@ def assign(
         load[hi] -= w
         load[lo] += w
     return dict(sorted(owner.items()))
+
+
+class RouterRegistry:
+    """Routers that registered by heartbeat, and the assignment last handed out (no I/O)."""
+
+    def __init__(self, timeout_s: float = TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+        self.heartbeats: dict[str, float] = {}  # router URL → time of its last heartbeat
+        self.owners: dict[str, str] = {}  # gpu → router, as last assigned
+
+    def heartbeat(self, router: str, now: float) -> None:
+        self.heartbeats[router.rstrip("/")] = now
+
+    def live(self, now: float) -> list[str]:
+        """The live routers; one dead for ten timeouts is forgotten."""
+        for r, seen in list(self.heartbeats.items()):
+            if now - seen > 10 * self.timeout_s:
+                del self.heartbeats[r]
+        return live_routers(self.heartbeats, now, self.timeout_s)
+
+    def assign(self, plan: Plan, now: float) -> dict[str, str]:
+        """gpu → owner for `plan` at `now` (kept as the previous assignment for the next)."""
+        self.owners = assign(plan, self.heartbeats, now, self.owners, self.timeout_s)
+        return self.owners

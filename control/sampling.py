@@ -1,9 +1,11 @@
 """Reading the routers: their cumulative arrival counters and the plan revision each runs.
 
 Each router answers `GET /v1/sessions` with `{"plan_revision": n, "sessions":
-[{"id", "arrivals"}]}`; the counts go into a `RateWindow` (pure), the revisions
-tell the service when every router runs a new plan, so that unloads can follow.
-A router that does not answer is skipped until the next sample.
+[{"id", "arrivals"}]}`; the counts go into a `RateWindow` per router (pure), the
+revisions tell the service when every router runs a new plan, so that unloads
+can follow. The routers sampled are the fixed ones (`--router URL`) and those
+live by registration (`set_routers`); a router that leaves takes its window
+with it. A router that does not answer is skipped until the next sample.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ log = logging.getLogger(__name__)
 
 class RouterSampler:
     def __init__(self, routers: list[str], window_s: float, timeout_s: float = 1.0) -> None:
-        self.routers = [u.rstrip("/") for u in routers]
-        self.window = RateWindow(window_s)
+        self.fixed = [u.rstrip("/") for u in routers]
+        self.routers = list(self.fixed)
+        self.window_s = window_s
+        self.windows: dict[str, RateWindow] = {}  # router → its arrival counts over time
         self.revisions: dict[str, int] = {}  # router → the plan revision it last said it runs
         self._timeout_s = timeout_s
         self._http: httpx.AsyncClient | None = None
@@ -33,6 +37,14 @@ class RouterSampler:
             await self._http.aclose()
             self._http = None
 
+    def set_routers(self, registered: list[str]) -> None:
+        """Sample the fixed routers and `registered` from now on; forget those gone."""
+        self.routers = list(dict.fromkeys([*self.fixed, *(u.rstrip("/") for u in registered)]))
+        for gone in set(self.windows) - set(self.routers):
+            del self.windows[gone]
+        for gone in set(self.revisions) - set(self.routers):
+            del self.revisions[gone]
+
     async def sample(self, now: float) -> None:
         """One sample of every router, taken at `now`; nothing before `start`."""
         if self._http is None:
@@ -43,12 +55,19 @@ class RouterSampler:
             except (httpx.HTTPError, ValueError) as err:
                 log.debug("router %s: %s", url, err)
                 continue
-            self.window.add(url, now, {s["id"]: s["arrivals"] for s in body.get("sessions", [])})
+            window = self.windows.setdefault(url, RateWindow(self.window_s))
+            window.add(url, now, {s["id"]: s["arrivals"] for s in body.get("sessions", [])})
             self.revisions[url] = int(body.get("plan_revision", 0))
 
     def observed(self, now: float) -> dict[str, float]:
-        """Rates over a full window of every router; {} until there is one."""
-        return self.window.rates() if self.window.full(now) else {}
+        """Rates summed over routers, once every router's window is full; {} until then."""
+        if not self.windows or not all(w.full(now) for w in self.windows.values()):
+            return {}
+        out: dict[str, float] = {}
+        for w in self.windows.values():
+            for sid, rate in w.rates().items():
+                out[sid] = out.get(sid, 0.0) + rate
+        return out
 
     def all_run(self, revision: int) -> bool:
         """Whether every router runs `revision` (or a later one)."""

@@ -44,6 +44,7 @@ from control.epoch import (
 )
 from control.metrics import ControlMetrics
 from control.monitor import Changes, FleetMonitor
+from control.ownership import RouterRegistry
 from control.probe import Prober
 from control.problem import fleet_classes
 from control.sampling import RouterSampler
@@ -102,6 +103,7 @@ class ControlPlane:
         self.metrics = ControlMetrics()
         self.epoch = EpochPolicy(EpochConfig(cfg.epoch_s, cfg.tick_s, cfg.min_interval_s))
         self.sampler = RouterSampler(routers or [], cfg.window_s)
+        self.routers = RouterRegistry()  # routers that register by polling the plan
         self.monitor = FleetMonitor(
             fleet,
             self.clock,
@@ -160,8 +162,21 @@ class ControlPlane:
         return allocated_rates(self.current.plan if self.current else None)
 
     async def _sample(self) -> None:
+        self.sampler.set_routers(self.routers.live(self.clock.now()))
         await self.sampler.sample(self.clock.now())
         self.metrics.rates("observed", self.observed_rates())
+
+    # ---- routers and GPU ownership --------------------------------------------------
+
+    def register(self, router: str) -> None:
+        """A router's heartbeat (its plan poll): it is live, may own GPUs, and is sampled."""
+        self.routers.heartbeat(router, self.clock.now())
+
+    def owners(self) -> dict[str, str]:
+        """gpu → the live router that alone dispatches to it ({} when none registered)."""
+        if self.current is None:
+            return {}
+        return self.routers.assign(self.current.plan, self.clock.now())
 
     # ---- lifecycle ------------------------------------------------------------------
 
