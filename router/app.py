@@ -8,6 +8,10 @@ policy's one outcome: the request's slice of a batch (200), or a drop (503 with
 knows 404, a known model with no placement now 503, an oversized body 413. Every
 accepted request is answered exactly once, also at shutdown (`shutting_down`).
 
+With many routers, each batches only for the GPUs the plan says it owns
+(`router.ownership`); a request for a session none of whose GPUs it owns goes,
+body unread by the policy, to an owner with its budget left (`router.forward`).
+
 The infer route is the hot path, so it is a plain Starlette endpoint (no
 dependency injection) that decides in the cheapest order: the session from
 the URL and `X-SLO-Ms`, the body size from `Content-Length`, then the policy's
@@ -37,10 +41,12 @@ from model_repo_tools.profiles import LatencyCurve
 from router import http_errors, kserve
 from router.backend import Backend
 from router.driver import MIN_GRACE_MS, AsyncRouter, Event
+from router.forward import Forwarder
 from router.http_errors import RETRY, HttpError, error_body, no_server
 from router.infer_route import ClientGone, InferHeaders, Receive, Reply, read_body, serve_infer
 from router.metrics import RouterMetrics
 from router.model_schema import TensorSpec, specs_from_metadata, validate_inputs
+from router.ownership import Share
 from router.policy import BatchPolicy
 from router.routing import SessionTable
 from router.types import Answered, DropMode
@@ -89,8 +95,13 @@ class RouterService:
         reserve_ms: float = 2.0,
         max_pending: int = DEFAULT_MAX_PENDING,
         grace_ms: float = MIN_GRACE_MS,
+        advertise: str | None = None,
     ) -> None:
         self.plan, self.fleet, self.curves = plan, fleet, curves
+        # The URL other routers forward to, and the name the plan gives this router's GPUs.
+        self.advertise = advertise
+        self.share = Share.of(plan, advertise)
+        self.forwarder = Forwarder()
         # How long a batch may run past its last deadline before its server counts as failed.
         self.grace_ms = grace_ms
         self.drop = drop
@@ -118,7 +129,7 @@ class RouterService:
             from router.triton_backend import TritonBackend
 
             self._backend = TritonBackend(self.fleet)
-        policy = BatchPolicy(self.plan, self.curves, drop=self.drop)
+        policy = BatchPolicy(self.share.local, self.curves, drop=self.drop)
         self.router = AsyncRouter(
             policy,
             self._backend,
@@ -164,6 +175,7 @@ class RouterService:
             await self.router.shutdown()
         if self._backend is not None:
             await self._backend.close()
+        await self.forwarder.close()
 
     def switch_plan(
         self, plan: Plan, fleet: Fleet | None = None, revision: int | None = None
@@ -174,8 +186,9 @@ class RouterService:
         if fleet is not self.fleet:
             self.backend.set_fleet(fleet)
         assert self.router is not None
-        self.router.switch_plan(plan)
-        self.plan, self.fleet = plan, fleet
+        share = Share.of(plan, self.advertise)
+        self.router.switch_plan(share.local)
+        self.plan, self.fleet, self.share = plan, fleet, share
         self.sessions.update(plan)
         if revision is not None:
             self.revision = revision
@@ -224,6 +237,13 @@ class RouterService:
         length = headers.content_length
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             return Reply.of(http_errors.too_large(self.max_body_bytes, int(length)))
+        owner = self.share.target(session)
+        if headers.deadline_ms is not None:  # forwarded by another router: its deadline holds
+            if owner is not None:  # ownership moved meanwhile; never forwarded twice
+                return _dropped(model, "not_owner", "no GPU of its session is this router's")
+            arrival -= slo - budget_ms(headers.deadline_ms)
+        elif owner is not None:
+            return await self._forward(owner, headers, receive, arrival + slo - self.reserve_ms)
         self.metrics.on_arrival(session)
         reason = router.policy.admit(arrival, session, arrival + slo - self.reserve_ms)
         if reason is None and router.pending() >= self.max_pending:
@@ -257,6 +277,23 @@ class RouterService:
             )
         return _dropped(model, outcome.reason, outcome.detail)
 
+    async def _forward(
+        self, owner: str, headers: InferHeaders, receive: Receive, deadline: float
+    ) -> Reply:
+        body = await read_body(receive, self.max_body_bytes)
+        if body is None:
+            return Reply.of(http_errors.too_large(self.max_body_bytes))
+        assert self.router is not None
+        budget = deadline - self.router.now()
+        return await self.forwarder.forward(owner, headers.path, headers, body, budget)
+
+    def ready(self) -> bool:
+        """Whether requests can be served: a GPU of its own up, or an owner to forward to."""
+        r = self.router
+        if r is None or r.policy.closed:
+            return False
+        return bool(self.share.remote) or any(r.policy.is_up(g) for g in r.policy.gpus())
+
 
 def _dropped(model: str, reason: str, detail: str = "") -> Reply:
     status, body, headers = _drop_reply(model, reason, detail)
@@ -268,6 +305,14 @@ def _drop_reply(model: str, reason: str, detail: str) -> tuple[int, bytes, tuple
     # Under overload most answers are these: encode each kind once.
     r = Reply.of(http_errors.dropped(model, reason, detail))
     return r.status, r.body, tuple(r.headers)
+
+
+def budget_ms(header: bytes) -> float:
+    """The milliseconds of budget an `X-TNX-Deadline-Ms` header gives (HttpError 400)."""
+    try:
+        return float(header)
+    except ValueError:
+        raise HttpError(400, f"X-TNX-Deadline-Ms {header!r}: not a number") from None
 
 
 def check_plan_against_fleet(plan: Plan, fleet: Fleet) -> None:
@@ -356,13 +401,7 @@ def create_app(service: RouterService, control: str | None = None) -> FastAPI:
 
     @app.get("/v2/health/ready")
     async def ready() -> Response:
-        r = service.router
-        ok = (
-            r is not None
-            and not r.policy.closed
-            and any(r.policy.is_up(g) for g in r.policy.gpus())
-        )
-        return Response(status_code=200 if ok else 503)
+        return Response(status_code=200 if service.ready() else 503)
 
     @app.get("/v2")
     async def server_metadata() -> JSONResponse:
@@ -376,7 +415,8 @@ def create_app(service: RouterService, control: str | None = None) -> FastAPI:
 
     @app.get("/v1/sessions")
     async def sessions() -> JSONResponse:
-        """Per-session arrival counts (cumulative) for the control plane's rate estimates."""
+        """Per-session arrival counts (cumulative) for the control plane's rate estimates: of
+        the sessions served here (a forwarded request counts where it is served)."""
         assert service.router is not None
         policy = service.router.policy
         counts = service.metrics.arrival_counts
@@ -384,6 +424,8 @@ def create_app(service: RouterService, control: str | None = None) -> FastAPI:
             {
                 "time": time.time(),
                 "plan_revision": service.revision,
+                "forwarded": service.forwarder.forwarded,
+                "forward_failed": service.forwarder.failed,
                 "sessions": [
                     {
                         "id": sid,

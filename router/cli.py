@@ -4,6 +4,7 @@ given as files or taken from a control plane (`--control URL`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import typer
 
@@ -19,6 +20,7 @@ def build_service(
     source: str | None = None,
     reserve_ms: float = 2.0,
     grace_ms: float | None = None,
+    advertise: str | None = None,
 ):
     """A RouterService from contract files (paths) or already-loaded contracts."""
     from control.types import Plan
@@ -48,6 +50,7 @@ def build_service(
         drop=drop,  # type: ignore[arg-type]
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         reserve_ms=reserve_ms,
+        advertise=advertise,
         **({} if grace_ms is None else {"grace_ms": grace_ms}),
     )
 
@@ -73,19 +76,44 @@ def serve(
         help="How long a batch may run past its last deadline (at least its expected "
         "time) before its server counts as failed. Default 50.",
     ),
+    advertise: str | None = typer.Option(
+        None,
+        "--advertise",
+        help="With --control: the URL other routers reach this one at (it registers with it "
+        "and is given GPUs of its own). Default http://HOST:PORT.",
+    ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        help="With --control: this many router processes on PORT (SO_REUSEPORT), each "
+        "owning its share of the GPUs and forwarding to the others.",
+    ),
 ) -> None:
     """Serve KServe v2 on HOST:PORT, batching and dropping as the plan prescribes."""
     import uvicorn
 
     from router.app import create_app
+    from router.workers import WorkerOptions, reachable_host, supervise
     from tnx.errors import UserInputError
 
+    if workers < 1 or (workers > 1 and control is None):
+        raise UserInputError(f"--workers {workers}: give 1, or more together with --control URL")
+    if workers > 1:
+        where = urlsplit(advertise).hostname if advertise else None
+        opts = WorkerOptions(
+            control, host, port, where or reachable_host(host), drop, max_body_mb, reserve_ms
+        )
+        opts.grace_ms = grace_ms
+        typer.echo(f"tnx router on http://{host}:{port} ({workers} workers)", err=True)
+        supervise(opts, workers)
+        return
     if control is not None:
         import asyncio
 
         from router.follow import initial_state
 
-        p, revision, f, prof = asyncio.run(initial_state(control))
+        advertise = advertise or f"http://{reachable_host(host)}:{port}"
+        p, revision, f, prof = asyncio.run(initial_state(control, advertise=advertise))
         service = build_service(
             p,
             f,
@@ -95,6 +123,7 @@ def serve(
             source=f"{control}/v1/profiles",
             reserve_ms=reserve_ms,
             grace_ms=grace_ms,
+            advertise=advertise,
         )
         service.revision = revision
     elif plan and fleet and profiles:

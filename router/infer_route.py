@@ -41,15 +41,19 @@ class ClientGone(Exception):
 
 @dataclass(slots=True)
 class InferHeaders:
-    """The request headers the infer route reads (raw bytes, as ASGI gives them)."""
+    """The request headers the infer route reads (raw bytes, as ASGI gives them), and its
+    path (what a forward to another router posts to)."""
 
+    path: str = ""
     content_length: bytes | None = None
     header_length: bytes | None = None  # Inference-Header-Content-Length
     slo_ms: bytes | None = None  # X-SLO-Ms
+    content_type: bytes | None = None
+    deadline_ms: bytes | None = None  # X-TNX-Deadline-Ms: forwarded by a router, budget left
 
     @classmethod
     def of(cls, scope: Scope) -> InferHeaders:
-        h = cls()
+        h = cls(scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length":
                 h.content_length = value
@@ -57,6 +61,10 @@ class InferHeaders:
                 h.header_length = value
             elif name == b"x-slo-ms":
                 h.slo_ms = value
+            elif name == b"content-type":
+                h.content_type = value
+            elif name == b"x-tnx-deadline-ms":
+                h.deadline_ms = value
         return h
 
 

@@ -1,0 +1,55 @@
+"""A router's share of a plan (router.ownership): its own GPUs, and where the rest go."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from control.types import Plan
+from router.ownership import Share
+
+A, B, C = "http://a:1", "http://b:2", "http://c:3"
+
+
+def _plan(gpus: dict[str, tuple[str | None, list[tuple[str, float]]]]) -> Plan:
+    return Plan.model_validate(
+        {
+            "gpus": [
+                {
+                    "gpu": g,
+                    "gpu_type": "cpu",
+                    "duty_cycle_ms": 50.0,
+                    "owner": owner,
+                    "allocations": [
+                        {"session": s, "model": "m", "batch": 4, "rate": r, "slo_ms": 200}
+                        for s, r in allocs
+                    ],
+                }
+                for g, (owner, allocs) in gpus.items()
+            ]
+        }
+    )
+
+
+def test_no_owners_or_no_name_keeps_every_gpu() -> None:
+    plan = _plan({"g0": (None, [("s", 10.0)]), "g1": (None, [("t", 10.0)])})
+    assert Share.of(plan, A).local == plan and Share.of(plan, A).target("t") is None
+    owned = _plan({"g0": (A, [("s", 10.0)]), "g1": (B, [("t", 10.0)])})
+    assert Share.of(owned, None).local == owned
+
+
+def test_own_gpus_only_and_sessions_elsewhere_forwarded_by_planned_rate() -> None:
+    plan = _plan(
+        {
+            "g0": (A, [("s", 10.0), ("u", 5.0)]),
+            "g1": (B, [("t", 30.0), ("u", 5.0)]),
+            "g2": (C, [("t", 10.0)]),
+        }
+    )
+    share = Share.of(plan, A + "/")
+    assert [g.gpu for g in share.local.gpus] == ["g0"]
+    assert share.owners == {"g0": A, "g1": B, "g2": C}
+    assert share.target("s") is None and share.target("u") is None  # served here
+    assert share.target("unknown") is None
+    picks = Counter(share.target("t") for _ in range(4000))
+    assert set(picks) == {B, C} and 0.68 < picks[B] / 4000 < 0.82  # 30:10
+    assert Share.of(plan, B).target("s") == A
