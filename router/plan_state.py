@@ -28,6 +28,8 @@ class SessionState:
     batches: dict[str, int] = field(default_factory=dict)  # gpu -> planned batch
     queue: EdfQueue = field(default_factory=EdfQueue)
     last_dispatch: float = -math.inf
+    index: int = 0  # place in the plan's session order
+    version: int = 0  # of its entry in the policy's doom heap (older entries are stale)
 
 
 @dataclass(slots=True)
@@ -39,6 +41,10 @@ class GpuState:
     rr: int = 0
     cycle_start: float = -math.inf
     served: set[str] = field(default_factory=set)
+    index: int = 0  # place in the plan's gpu order
+    # While idle and up: the first of the policy's settle visits not yet applied to the
+    # duty cycle (`BatchPolicy._catch_up`); -1 while busy or down.
+    parked: int = 0
 
 
 @dataclass(slots=True)
@@ -90,6 +96,10 @@ class PlanState:
                     s.batches[gp.gpu] = a.batch
                     allocs.append((a.session, a.batch))
             gpus[gp.gpu] = GpuState(gp.gpu, gp.gpu_type, gp.duty_cycle_ms, allocs)
+        for i, s in enumerate(sessions.values()):
+            s.index = i
+        for i, g in enumerate(gpus.values()):
+            g.index = i
         return cls(sessions, gpus, latency, down)
 
     def adopt_queues(self, old: PlanState) -> list[tuple[Request, str]]:
@@ -115,6 +125,24 @@ class PlanState:
             est = self.latency.estimate(gid, self.gpus[gid].gpu_type, s.model, samples, now)
             if best is None or est < best:
                 best = est
+        return best
+
+    def fastest_bound(self, s: SessionState, samples: int, now: float) -> float | None:
+        """An upper bound of `fastest(s, samples, t)` for every t >= now until a GPU of `s`
+        goes down or its latency fit for `s`'s model changes: each estimate only moves
+        from its value now toward the profile as the fit's weight fades."""
+        if samples > s.max_samples:
+            return None
+        best: float | None = None
+        for gid in s.gpus:
+            if gid in self.down:
+                continue
+            gpu_type = self.gpus[gid].gpu_type
+            est = self.latency.estimate(gid, gpu_type, s.model, samples, now)
+            base = self.latency.curve(s.model, gpu_type).latency(samples)  # type: ignore[union-attr]
+            bound = est if est > base else base
+            if best is None or bound < best:
+                best = bound
         return best
 
     def backlog_ms(self, now: float, s: SessionState, samples: int) -> float:

@@ -48,6 +48,9 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -82,6 +85,11 @@ _EPS = 1e-6
 PROBE = "probe"
 # Times a request whose batch failed goes back to its queue (see "Failure" above).
 RETRIES = 1
+# Slack (ms) on the doom heap's bounds, far above their float rounding: a session whose
+# bound is within it of `now` (or of the best doom time so far) is checked exactly.
+_MARGIN = 1e-3
+# Settle visits kept before every parked GPU is caught up and the list restarts.
+_VISITS_KEPT = 1 << 16
 
 
 @dataclass(slots=True)
@@ -115,12 +123,12 @@ class BatchPolicy:
         self.probe_ms = probe_ms
         # Down marks, in-flight batches and latency corrections outlive plan switches.
         self._down: set[str] = set()
-        self._plan = PlanState.build(plan, self.latency, self._down)
         self._busy: dict[str, int] = {}
         self._inflight: dict[int, _InFlight] = {}
         self._next_batch = 0
         self._wake: float | None = None
         self._closed = False
+        self._install(PlanState.build(plan, self.latency, self._down))
 
     # ---- queries (for drivers, metrics and the HTTP layer) -------------------------
 
@@ -190,15 +198,19 @@ class BatchPolicy:
             return [Drop(request, reason)]
         s.queue.push(request)
         out: list[Action] = []
+        k = len(self._visits)
         for gid in s.gpus:
-            self._dispatch_on(now, gid, out)
+            self._dispatch_on(now, gid, out, k)
         # Only this session's head can have moved earlier, so a full recompute is
         # needed only when its queue was empty (the new request is the head).
         if s.queue and s.queue.head() is request:
+            self._touched.add(s.index)
             t = self._doom_time(s, now)
             if t is not None and (self._wake is None or t < self._wake):
                 self._wake = t
                 out.append(WakeAt(t))
+        if self._touched:
+            self._rekey(now)
         return out
 
     def batch_done(
@@ -213,14 +225,16 @@ class BatchPolicy:
             raise ValueError(f"batch {batch_id} ran on {f.dispatch.gpu}, not {gpu}")
         if self._busy.get(gpu) == batch_id:
             del self._busy[gpu]
+            self._dirty.add(gpu)
         d = f.dispatch
         out: list[Action] = []
         if status == "ok":
             self.latency.observe(gpu, f.gpu_type, d.model, d.n_samples, now - f.started, now)
+            self._fit_changed(gpu, d.model)
         elif status == "rejected":
             out.extend(Drop(r, REJECTED) for r in d.requests)
         elif status == "failed":
-            self._down.add(gpu)
+            self._went_down(gpu)
             for r in d.requests:
                 if r.attempts >= RETRIES and not self._closed:
                     out.append(Drop(r, SERVER_DOWN))
@@ -240,13 +254,18 @@ class BatchPolicy:
 
     def mark_down(self, now: float, gpu: str) -> list[Action]:
         """Stop dispatching to `gpu`. A batch in flight there still reports `batch_done`."""
-        self._down.add(gpu)
+        self._went_down(gpu)
         out: list[Action] = []
         self._settle(now, out)
         return out
 
     def mark_up(self, now: float, gpu: str) -> list[Action]:
         self._down.discard(gpu)
+        g = self._plan.gpus.get(gpu)
+        if g is not None:
+            g.parked = -1  # it was down: no visit it missed counts
+            self._dirty.add(gpu)
+            self._touched.update(self._plan.sessions[sid].index for sid, _ in g.sessions)
         out: list[Action] = []
         self._settle(now, out)
         return out
@@ -258,7 +277,7 @@ class BatchPolicy:
         normally; a GPU stays busy until its batch reports back."""
         new = PlanState.build(plan, self.latency, self._down)  # raises before any change
         orphans = new.adopt_queues(self._plan)
-        self._plan = new
+        self._install(new)
         out: list[Action] = []
         for r, model in orphans:
             self._rehome(now, r, model, NO_SESSION, out)
@@ -312,6 +331,8 @@ class BatchPolicy:
         gid = self._probe_gpu(now, s, r.deadline, r.n_samples)
         assert gid is not None
         g = self._plan.gpus[gid]
+        if g.parked >= 0:
+            self._catch_up(g, len(self._visits))
         g.served.add(s.id)
         est = self.latency.estimate(gid, g.gpu_type, s.model, r.n_samples, now)
         return self._start(now, g, s, (r,), r.n_samples, est)
@@ -354,14 +375,37 @@ class BatchPolicy:
             out.append(Drop(r, reason))
             return
         s.queue.push(r)
+        self._touched.add(s.index)
+        self._dirty.update(s.gpus)
 
     def _settle(self, now: float, out: list[Action]) -> None:
-        """After any event but an arrival: prune queues, fill idle GPUs, re-arm the timer."""
+        """After any event but an arrival: prune queues, fill idle GPUs, re-arm the timer.
+
+        As if every session were pruned and every GPU visited, but only those that can
+        act are: sessions whose doom bound has come (`_due`) or whose GPU went down, and
+        GPUs that became idle or up or got work (an idle up GPU otherwise has none).
+        """
         if self._closed:
             return
-        for s in self._plan.sessions.values():
+        if len(self._visits) >= _VISITS_KEPT:
+            self._restart_visits()
+        k = len(self._visits)
+        self._visits.append(now)
+        if self._touched:
+            self._rekey(now)
+        slist = self._slist
+        if self._all:
+            check: list[int] = list(range(len(slist)))
+        else:
+            due = self._due(now)
+            due.update(self._down_check)
+            check = sorted(due)
+        self._down_check.clear()
+        for i in check:
+            s = slist[i]
             if not s.queue:
                 continue
+            self._touched.add(i)
             if all(g in self._down for g in s.gpus):
                 out.extend(Drop(r, SERVER_DOWN) for r in s.queue.drain())
                 continue
@@ -374,21 +418,146 @@ class BatchPolicy:
                     out.append(Drop(s.queue.pop(), self._late_reason(now, head)))
                 else:
                     break
-        for gid in self._plan.gpus:
-            self._dispatch_on(now, gid, out)
-        wake = min(
-            (t for s in self._plan.sessions.values() if (t := self._doom_time(s, now)) is not None),
-            default=None,
-        )
+        gpus = self._plan.gpus
+        if self._all:
+            dirty = list(gpus)
+        else:
+            dirty = sorted((x for x in self._dirty if x in gpus), key=lambda x: gpus[x].index)
+        self._all = False
+        self._dirty.clear()
+        for gid in dirty:
+            self._dispatch_on(now, gid, out, k, settle=True)
+        if self._touched:
+            self._rekey(now)
+        wake = self._earliest_doom(now)
         if wake is not None and wake != self._wake:
             out.append(WakeAt(wake))
         self._wake = wake
 
-    def _dispatch_on(self, now: float, gid: str, out: list[Action]) -> None:
-        """If `gid` is up and idle, start its next batch (round robin, duty cycle first)."""
+    # ---- bookkeeping that lets `_settle` touch only what can act -----------------------
+
+    def _install(self, plan: PlanState) -> None:
+        """Run `plan` from now on: every session re-keyed, every GPU visited next settle."""
+        self._plan = plan
+        self._slist = list(plan.sessions.values())
+        for gid, g in plan.gpus.items():
+            g.parked = -1 if gid in self._busy or gid in self._down else 0
+        self._visits: list[float] = []
+        self._heap: list[tuple[float, int, int]] = []  # (doom bound, version, session index)
+        self._touched: set[int] = set(range(len(self._slist)))
+        self._dirty: set[str] = set()
+        self._down_check: set[int] = set()
+        self._all = True
+
+    def _went_down(self, gpu: str) -> None:
+        g = self._plan.gpus.get(gpu)
+        if g is not None:
+            if g.parked >= 0 and gpu not in self._down:
+                self._catch_up(g, len(self._visits))
+            g.parked = -1
+            idx = [self._plan.sessions[sid].index for sid, _ in g.sessions]
+            self._touched.update(idx)
+            self._down_check.update(idx)
+        self._down.add(gpu)
+
+    def _fit_changed(self, gpu: str, model: str) -> None:
+        g = self._plan.gpus.get(gpu)
+        if g is None:
+            return
+        sessions = self._plan.sessions
+        for sid, _ in g.sessions:
+            s = sessions[sid]
+            if s.model == model:
+                self._touched.add(s.index)
+
+    def _bound(self, s: SessionState, now: float) -> float | None:
+        """A lower bound of the session's doom time from now on (None: never doomed)."""
+        if not s.queue or self.mode == "none":
+            return None
+        head = s.queue.head()
+        if self.mode == "lazy":
+            return head.deadline
+        ub = self._plan.fastest_bound(s, head.n_samples, now)
+        return -math.inf if ub is None else head.deadline - ub
+
+    def _rekey(self, now: float) -> None:
+        slist, heap = self._slist, self._heap
+        for i in self._touched:
+            s = slist[i]
+            s.version += 1
+            key = self._bound(s, now)
+            if key is not None:
+                heapq.heappush(heap, (key, s.version, i))
+        self._touched.clear()
+        if len(heap) > 4 * len(slist) + 64:
+            self._heap = [e for e in heap if e[1] == slist[e[2]].version]
+            heapq.heapify(self._heap)
+
+    def _due(self, now: float) -> set[int]:
+        """Pop the sessions whose doom bound has come: only they may need pruning now."""
+        heap, slist = self._heap, self._slist
+        due: set[int] = set()
+        while heap and heap[0][0] <= now + _MARGIN:
+            _, version, i = heapq.heappop(heap)
+            if version == slist[i].version:
+                due.add(i)
+        return due
+
+    def _earliest_doom(self, now: float) -> float | None:
+        """min over sessions of `_doom_time`, reading the heap only as far as its bounds
+        can still beat the best found."""
+        heap, slist = self._heap, self._slist
+        best: float | None = None
+        held: list[tuple[float, int, int]] = []
+        while heap:
+            key, version, i = heap[0]
+            if version != slist[i].version:
+                heapq.heappop(heap)
+                continue
+            if best is not None and key - _MARGIN > best:
+                break
+            held.append(heapq.heappop(heap))
+            t = self._doom_time(slist[i], now)
+            if t is not None and (best is None or t < best):
+                best = t
+        for e in held:
+            heapq.heappush(heap, e)
+        return best
+
+    def _catch_up(self, g: GpuState, upto: int) -> None:
+        """Apply to an idle GPU's duty cycle the settle visits it was spared, [parked, upto):
+        each visit at or after the cycle's end starts a new cycle."""
+        visits = self._visits
+        lo, cs, d = g.parked, g.cycle_start, g.duty_cycle
+        while True:
+            j = bisect.bisect_left(visits, cs + d, lo, upto)
+            if j >= upto:
+                break
+            cs = visits[j]
+            g.served.clear()
+            lo = j + 1
+        g.cycle_start = cs
+        g.parked = upto
+
+    def _restart_visits(self) -> None:
+        n = len(self._visits)
+        for g in self._plan.gpus.values():
+            if g.parked >= 0:
+                self._catch_up(g, n)
+                g.parked = 0
+        self._visits = []
+
+    def _dispatch_on(
+        self, now: float, gid: str, out: list[Action], k: int, settle: bool = False
+    ) -> None:
+        """If `gid` is up and idle, start its next batch (round robin, duty cycle first).
+        `k`: the number of settle visits before this one (`settle`: this one is a settle's)."""
         if gid in self._busy or gid in self._down or self._closed:
             return
         g = self._plan.gpus[gid]
+        if g.parked >= 0:
+            self._catch_up(g, k)
+        g.parked = k + 1 if settle else k
         n = len(g.sessions)
         if n == 0:
             return
@@ -413,6 +582,8 @@ class BatchPolicy:
     ) -> Dispatch | None:
         """Nexus's sliding window over `s`'s queue for a batch of at most `batch` samples."""
         q = s.queue
+        if q:
+            self._touched.add(s.index)
         while q:
             n, samples = q.window(batch)
             head = q.head()
@@ -443,6 +614,7 @@ class BatchPolicy:
         self._next_batch += 1
         d = Dispatch(g.id, s.id, s.model, requests, bid, samples, est)
         self._busy[g.id] = bid
+        g.parked = -1
         self._inflight[bid] = _InFlight(d, g.gpu_type, now)
         s.last_dispatch = now
         return d
