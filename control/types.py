@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from model_repo_tools.profiles import ContractFile, first_duplicate
 
@@ -83,6 +92,14 @@ class GpuPlan(BaseModel):
     # The router that alone dispatches to this GPU (its advertised URL), in the plan the
     # control plane serves to routers; None: every router may (a fixed setup, a plan file).
     owner: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _owner_when_named(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # plan.json stays as DESIGN.md has it: no owner key unless a router owns the GPU.
+        data = handler(self)
+        if data.get("owner") is None:
+            data.pop("owner", None)
+        return data
 
 
 class Unplaced(BaseModel):
