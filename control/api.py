@@ -80,7 +80,7 @@ def create_app(cp: ControlPlane, token: str | None) -> FastAPI:
         rec = cp.current
         if rec is None:
             raise HTTPException(503, "no plan applied yet")
-        body = rec.plan.model_dump(mode="json", exclude={"gpus": {"__all__": {"owner"}}})
+        body = rec.plan.model_dump(mode="json")
         owners = cp.owners()
         for g in body["gpus"]:
             if g["gpu"] in owners:
