@@ -45,6 +45,10 @@ class GpuState:
     # While idle and up: the first of the policy's settle visits not yet applied to the
     # duty cycle (`BatchPolicy._catch_up`); -1 while busy or down.
     parked: int = 0
+    # Upper bounds of l̂(planned batch) per session here, and of their sum, valid until a
+    # latency fit on this GPU changes (`PlanState.backlog_bound`); None: to recompute.
+    bounds: dict[str, float] | None = None
+    round_bound: float = 0.0
 
 
 @dataclass(slots=True)
@@ -144,6 +148,50 @@ class PlanState:
             if best is None or bound < best:
                 best = bound
         return best
+
+    def backlog_bound(self, now: float, s: SessionState, samples: int) -> float:
+        """An upper bound of `backlog_ms(now, s, samples)`, cheap: every session of each
+        GPU counted as having work, each estimate at its bound (`fastest_bound`)."""
+        rate = 0.0
+        finish = math.inf
+        down, gpus = self.down, self.gpus
+        for gid in s.gpus:
+            if gid in down:
+                continue
+            g = gpus[gid]
+            bounds = g.bounds
+            if bounds is None:
+                bounds = self._bounds(g, now)
+            rate += s.batches[gid] / max(g.round_bound, 1e-3)
+            own = bounds[s.id]
+            if own < finish:
+                finish = own
+        return s.queue.samples / rate + finish if rate > 0 else math.inf
+
+    def _bounds(self, g: GpuState, now: float) -> dict[str, float]:
+        g.bounds = {sid: self._bound(g, sid, sb, now) for sid, sb in g.sessions}
+        g.round_bound = sum(g.bounds.values())
+        return g.bounds
+
+    def refit(self, g: GpuState, model: str, now: float) -> None:
+        """The latency fit of `model` on `g` changed: renew the bounds that read it."""
+        if g.bounds is None:
+            return
+        for sid, sb in g.sessions:
+            if self.sessions[sid].model == model:
+                g.bounds[sid] = self._bound(g, sid, sb, now)
+        g.round_bound = sum(g.bounds.values())
+
+    def _bound(self, g: GpuState, sid: str, batch: int, now: float) -> float:
+        model = self.sessions[sid].model
+        curve = self.latency.curve(model, g.gpu_type)
+        assert curve is not None  # checked by build
+        lat = curve.latencies_ms
+        if any(a > b for a, b in zip(lat, lat[1:], strict=False)):
+            return math.inf  # a smaller batch than planned is no faster only on a monotone curve
+        est = self.latency.estimate(g.id, g.gpu_type, model, batch, now)
+        base = curve.latency(batch)
+        return est if est > base else base
 
     def backlog_ms(self, now: float, s: SessionState, samples: int) -> float:
         """Predicted time until a request of `samples` joining the back of `s`'s queue is

@@ -192,9 +192,11 @@ class BatchPolicy:
         if s is None:
             return [Drop(request, NO_SESSION)]
         reason = self._refusal(now, s, request.deadline, request.n_samples)
-        if reason == PROBE:
+        if reason is None:
+            pass
+        elif reason == PROBE:
             return [self._probe(now, s, request)]
-        if reason is not None:
+        else:
             return [Drop(request, reason)]
         s.queue.push(request)
         out: list[Action] = []
@@ -230,7 +232,7 @@ class BatchPolicy:
         out: list[Action] = []
         if status == "ok":
             self.latency.observe(gpu, f.gpu_type, d.model, d.n_samples, now - f.started, now)
-            self._fit_changed(gpu, d.model)
+            self._fit_changed(now, gpu, d.model)
         elif status == "rejected":
             out.extend(Drop(r, REJECTED) for r in d.requests)
         elif status == "failed":
@@ -310,7 +312,12 @@ class BatchPolicy:
             if deadline > now and self._probe_gpu(now, s, deadline, samples) is not None:
                 return PROBE
             return EXPIRED if deadline <= now else DEADLINE
-        if s.queue and now + self._plan.backlog_ms(now, s, samples) > deadline:
+        if (
+            s.queue
+            # The bound settles most arrivals; only those near the line need the estimate.
+            and now + self._plan.backlog_bound(now, s, samples) * (1 + 1e-9) + _MARGIN > deadline
+            and now + self._plan.backlog_ms(now, s, samples) > deadline
+        ):
             return DEADLINE
         return None
 
@@ -460,10 +467,11 @@ class BatchPolicy:
             self._down_check.update(idx)
         self._down.add(gpu)
 
-    def _fit_changed(self, gpu: str, model: str) -> None:
+    def _fit_changed(self, now: float, gpu: str, model: str) -> None:
         g = self._plan.gpus.get(gpu)
         if g is None:
             return
+        self._plan.refit(g, model, now)
         sessions = self._plan.sessions
         for sid, _ in g.sessions:
             s = sessions[sid]
@@ -598,7 +606,7 @@ class BatchPolicy:
             if self.mode == "lazy" and head.deadline <= now:
                 out.append(Drop(q.pop(), EXPIRED))
                 continue
-            return self._start(now, g, s, q.take(n), samples, est)
+            return self._start(now, g, s, q.take(n, samples), samples, est)
         return None
 
     def _start(

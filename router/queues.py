@@ -85,14 +85,13 @@ class EdfQueue:
                 break
         return n, samples
 
-    def take(self, n: int) -> tuple[Request, ...]:
-        """Remove and return the first `n` requests."""
+    def take(self, n: int, samples: int | None = None) -> tuple[Request, ...]:
+        """Remove and return the first `n` requests (`samples`: theirs, if known)."""
         end = self._head + n
         out = tuple(self._items[self._head : end])
-        for i in range(self._head, end):
-            self._items[i] = None  # type: ignore[call-overload]
+        self._items[self._head : end] = [None] * n  # type: ignore[list-item]
         self._head = end
-        self._samples -= sum(r.n_samples for r in out)
+        self._samples -= sum(r.n_samples for r in out) if samples is None else samples
         self._compact()
         return out
 

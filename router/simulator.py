@@ -37,7 +37,7 @@ from router.types import (
 LatencyFn = Callable[[str, str, int], float]
 """(gpu, model, samples) -> true batch time in ms."""
 
-_ARRIVAL, _DONE, _FAIL, _TIMER, _DOWN, _UP, _SWITCH, _SHUTDOWN = range(8)
+_DONE, _FAIL, _TIMER, _DOWN, _UP, _SWITCH, _SHUTDOWN = range(7)
 
 
 @dataclass(slots=True, frozen=True)
@@ -195,8 +195,11 @@ class Simulator:
         `switches` installs each plan at its time (`policy.switch_plan`).
         """
         reqs = list(arrivals)
-        for r in reqs:
-            self._push(r.arrival, _ARRIVAL, r)
+        # Arrivals are read in time order beside the heap rather than pushed into it; at
+        # equal times they come first, as if pushed before every other event.
+        order = sorted(reqs, key=lambda r: r.arrival)
+        n_arr = len(order)
+        i = 0
         for o in outages:
             self._push(o.start, _DOWN, o.gpu)
             if o.end < math.inf:
@@ -206,12 +209,22 @@ class Simulator:
         if shutdown_at is not None:
             self._push(shutdown_at, _SHUTDOWN, None)
         p = self.policy
-        while self._heap:
-            t, seq, kind, data = heapq.heappop(self._heap)
+        heap = self._heap
+        arrival, apply = p.arrival, self._apply
+        while True:
+            if i < n_arr and (not heap or order[i].arrival <= heap[0][0]):
+                r = order[i]
+                i += 1
+                self._now = r.arrival
+                actions = arrival(r.arrival, r)
+                if actions:
+                    apply(actions)
+                continue
+            if not heap:
+                break
+            t, seq, kind, data = heapq.heappop(heap)
             self._now = t
-            if kind == _ARRIVAL:
-                self._apply(p.arrival(t, data))  # type: ignore[arg-type]
-            elif kind in (_DONE, _FAIL):
+            if kind in (_DONE, _FAIL):
                 if seq in self._cancelled:
                     continue
                 d: Dispatch = data  # type: ignore[assignment]
