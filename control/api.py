@@ -92,12 +92,13 @@ def create_app(cp: ControlPlane, token: str | None) -> FastAPI:
     async def routers() -> dict[str, Any]:
         now = cp.clock.now()
         owners = cp.owners()
+        alone = [g.gpu for g in cp.current.plan.gpus] if cp.current and not owners else []
         return {
             "routers": [
                 {
                     "url": r,
                     "last_seen_s": round(now - cp.routers.heartbeats[r], 3),
-                    "gpus": sorted(g for g, o in owners.items() if o == r),
+                    "gpus": sorted(g for g, o in owners.items() if o == r) or alone,
                 }
                 for r in cp.routers.live(now)
             ],

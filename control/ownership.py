@@ -98,6 +98,11 @@ class RouterRegistry:
         return live_routers(self.heartbeats, now, self.timeout_s)
 
     def assign(self, plan: Plan, now: float) -> dict[str, str]:
-        """gpu → owner for `plan` at `now` (kept as the previous assignment for the next)."""
-        self.owners = assign(plan, self.heartbeats, now, self.owners, self.timeout_s)
+        """gpu → owner for `plan` at `now` (kept as the previous assignment for the next).
+        A router alone owns every GPU without being named: the plan it is served stays the
+        plan stored, as for a router that does not register."""
+        if len(self.live(now)) < 2:
+            self.owners = {}
+        else:
+            self.owners = assign(plan, self.heartbeats, now, self.owners, self.timeout_s)
         return self.owners

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control.ownership import TIMEOUT_S, assign
+from control.ownership import TIMEOUT_S, RouterRegistry, assign
 from control.types import Plan
 
 
@@ -108,3 +108,16 @@ def test_every_gpu_has_one_live_owner_and_loads_are_near_balanced(
     assert all(
         max(hi - weights[g], lo + weights[g]) > 0.8 * hi for g, r in later.items() if load[r] == hi
     )
+
+
+def test_registry_names_owners_only_with_two_live_routers() -> None:
+    plan = _plan({"g0": 10.0, "g1": 10.0})
+    reg = RouterRegistry()
+    reg.heartbeat("http://a/", 0.0)
+    assert reg.assign(plan, 0.5) == {}  # alone: owns all, unnamed
+    reg.heartbeat("http://b", 1.0)
+    both = reg.assign(plan, 1.0)
+    assert sorted(both.values()) == ["http://a", "http://b"]
+    reg.heartbeat("http://b", 3.0)
+    assert reg.assign(plan, 3.0) == {}  # a missed its heartbeats: b alone again
+    assert reg.live(100.0) == [] and reg.heartbeats == {}  # long dead: forgotten
