@@ -22,6 +22,7 @@ def mount(bench_app: typer.Typer) -> None:
     from bench.chaos import bench_chaos
     from bench.plan import bench_plan
     from bench.router import bench_router
+    from bench.scaleout import bench_scaleout
 
     bench_app.command("plan", help="Scheduler benchmark on the H200 profiles.")(bench_plan)
     bench_app.command(
@@ -30,4 +31,7 @@ def mount(bench_app: typer.Typer) -> None:
     bench_app.command(
         "chaos", help="Server, router and control-plane faults under k6 load (RELIABILITY.md)."
     )(bench_chaos)
+    bench_app.command(
+        "scaleout", help="1-3 routers and --workers 2 on one fleet under k6 load (issue 10)."
+    )(bench_scaleout)
     bench_app.command("tools", help="Install perf_analyzer for `tnx bench router`.")(tools)
