@@ -18,6 +18,7 @@ import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from control.types import Plan
 from model_repo_tools.profiles import LatencyCurve
@@ -25,6 +26,7 @@ from router.policy import BatchPolicy
 from router.types import (
     Action,
     Answered,
+    BatchStatus,
     Dispatch,
     Drop,
     DropMode,
@@ -33,6 +35,23 @@ from router.types import (
     Request,
     WakeAt,
 )
+
+
+class Policy(Protocol):
+    """What the simulator drives: `BatchPolicy`, or a baseline behind the same events."""
+
+    @property
+    def closed(self) -> bool: ...
+    def arrival(self, now: float, request: Request) -> list[Action]: ...
+    def batch_done(
+        self, now: float, gpu: str, batch_id: int, status: BatchStatus = "ok"
+    ) -> list[Action]: ...
+    def timer(self, now: float) -> list[Action]: ...
+    def mark_down(self, now: float, gpu: str) -> list[Action]: ...
+    def mark_up(self, now: float, gpu: str) -> list[Action]: ...
+    def switch_plan(self, now: float, plan: Plan) -> list[Action]: ...
+    def shutdown(self, now: float) -> list[Action]: ...
+
 
 LatencyFn = Callable[[str, str, int], float]
 """(gpu, model, samples) -> true batch time in ms."""
@@ -164,7 +183,7 @@ def poisson_arrivals(
 class Simulator:
     """Runs `policy` over a trace on a virtual clock. One use per instance."""
 
-    def __init__(self, policy: BatchPolicy, latency: LatencyFn) -> None:
+    def __init__(self, policy: Policy, latency: LatencyFn) -> None:
         self.policy = policy
         self._latency = latency
         self._heap: list[tuple[float, int, int, object]] = []

@@ -1,0 +1,204 @@
+"""`tnx simulate`: a policy over a plan and a trace on the virtual clock (capacity planning).
+
+The live `router.policy.BatchPolicy` (or a baseline of `bench.baselines`) runs in
+`router.simulator.Simulator`; a batch of n takes l(n) of the plan's GPU type from the
+profiles, times optional log-normal noise. The result counts every request once:
+sent = in SLO + late + dropped, overall, per session and per second of the run.
+`tnx bench simulate` sweeps policies, loads and traces on Zipf workloads planned by the
+scheduler (BENCHMARKS.md, "Simulator").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from bench.baselines import POLICIES, make_policy
+from bench.traces import KINDS, load_trace, requests
+from control.cli import DEFAULT_PROFILES
+from control.types import Plan
+from model_repo_tools.profiles import LatencyCurve, ProfileSet
+from router.simulator import SimResult, Simulator, profile_latency
+from router.types import Answered
+from tnx.errors import UserInputError
+
+
+def run(
+    plan: Plan,
+    curves: Mapping[tuple[str, str], LatencyCurve],
+    *,
+    policy: str = "tnx",
+    drop: str = "early",
+    trace: str = "poisson",
+    seconds: float = 10.0,
+    load: float = 1.0,
+    seed: int = 0,
+    noise_cv: float = 0.0,
+) -> dict[str, Any]:
+    """One simulation; the summary of `summarize` plus what was run."""
+    duration = seconds * 1000.0
+    reqs = requests(plan, load_trace(plan, trace, duration, load=load, seed=seed))
+    pol = make_policy(policy, plan, curves, drop)
+    lat = profile_latency(plan, curves, noise_cv=noise_cv, seed=seed)
+    t0 = time.perf_counter()
+    res = Simulator(pol, lat).run(reqs)
+    wall = time.perf_counter() - t0
+    out: dict[str, Any] = {
+        "policy": policy if policy != "tnx" else f"tnx/{drop}",
+        "trace": trace,
+        "load": load,
+        "seconds": seconds,
+        "seed": seed,
+        "gpus": len(plan.gpus),
+    }
+    out.update(summarize(res, duration, len(plan.gpus)))
+    out["wall_s"] = round(wall, 3)
+    out["sim_requests_per_s"] = round(out["sent"] / wall) if wall > 0 else None
+    return out
+
+
+def summarize(res: SimResult, duration_ms: float, gpus: int) -> dict[str, Any]:
+    """Counts (sent = in_slo + late + dropped), latency quantiles, GPU busy fraction, per
+    session rows and a per-second timeline."""
+    sessions: dict[str, list[int]] = {}  # sent, in_slo, late, dropped
+    seconds = max(1, math.ceil(duration_ms / 1000.0))
+    timeline = [[0, 0, 0, 0] for _ in range(seconds)]
+    reasons: dict[str, int] = {}
+    lat: list[float] = []
+    for o in res.outcomes:
+        r = o.request
+        row = sessions.setdefault(r.session, [0, 0, 0, 0])
+        sec = timeline[min(seconds - 1, max(0, int(r.arrival // 1000.0)))]
+        if isinstance(o, Answered):
+            lat.append(o.finished - r.arrival)
+            k = 2 if o.finished > r.deadline else 1
+        else:
+            reasons[o.reason] = reasons.get(o.reason, 0) + 1
+            k = 3
+        row[0] += 1
+        row[k] += 1
+        sec[0] += 1
+        sec[k] += 1
+    lat.sort()
+    busy = sum(end - start for start, end, _, _ in res.batches)
+    # Batches may run past the trace's end (a backlog draining): count that time too.
+    span = max([duration_ms, *(end for _, end, _, _ in res.batches)])
+    sent = len(res.outcomes)
+    in_slo = sum(r[1] for r in sessions.values())
+    late = sum(r[2] for r in sessions.values())
+    dropped = sum(r[3] for r in sessions.values())
+    return {
+        "sent": sent,
+        "in_slo": in_slo,
+        "late": late,
+        "dropped": dropped,
+        "dropped_by_reason": dict(sorted(reasons.items())),
+        "slo_attainment": in_slo / sent if sent else math.nan,
+        "goodput_per_s": in_slo / (duration_ms / 1000.0) if duration_ms > 0 else 0.0,
+        "p50_ms": _q(lat, 0.50),
+        "p99_ms": _q(lat, 0.99),
+        "gpu_busy": busy / (gpus * span) if gpus and span > 0 else 0.0,
+        "sessions": [
+            {"session": s, "sent": a, "in_slo": b, "late": c, "dropped": d}
+            for s, (a, b, c, d) in sorted(sessions.items())
+        ],
+        "timeline": [
+            {"t_s": i, "sent": a, "in_slo": b, "late": c, "dropped": d}
+            for i, (a, b, c, d) in enumerate(timeline)
+        ],
+    }
+
+
+def _q(xs: list[float], q: float) -> float | None:
+    return round(xs[min(len(xs) - 1, int(q * len(xs)))], 3) if xs else None
+
+
+HEADER = (
+    "| policy | trace | load | sent | in SLO | late | dropped | goodput (req/s) "
+    "| p50 / p99 (ms) | GPU busy | wall (s) | simulated req/s |"
+)
+
+
+def row(r: Mapping[str, Any]) -> str:
+    return (
+        f"| {r['policy']} | {r['trace']} | {r['load']:g}x | {r['sent']} "
+        f"| {100 * r['slo_attainment']:.2f} % | {r['late']} | {r['dropped']} "
+        f"| {r['goodput_per_s']:,.0f} | {r['p50_ms']} / {r['p99_ms']} "
+        f"| {100 * r['gpu_busy']:.0f} % | {r['wall_s']:.1f} | {r['sim_requests_per_s']:,} |"
+    )
+
+
+def table(rows: list[Mapping[str, Any]]) -> Iterator[str]:
+    yield HEADER
+    yield "|" + "---|" * (HEADER.count("|") - 1)
+    for r in rows:
+        yield row(r)
+
+
+def plot(result: Mapping[str, Any], path: Path) -> None:
+    """Goodput and drops per second of the run, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tl = result["timeline"]
+    t = [p["t_s"] for p in tl]
+    fig, ax = plt.subplots(2, 1, sharex=True, figsize=(8, 5))
+    ax[0].plot(t, [p["sent"] for p in tl], label="sent")
+    ax[0].plot(t, [p["in_slo"] for p in tl], label="in SLO (goodput)")
+    ax[0].set_ylabel("requests / s")
+    ax[0].legend()
+    ax[1].plot(t, [p["dropped"] for p in tl], color="tab:red", label="dropped")
+    ax[1].plot(t, [p["late"] for p in tl], color="tab:orange", label="late")
+    ax[1].set_ylabel("requests / s")
+    ax[1].set_xlabel("simulated time (s)")
+    ax[1].legend()
+    fig.suptitle(f"{result['policy']}, {result['trace']} at {result['load']:g}x")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def simulate_cmd(
+    plan: Path = typer.Option(..., "--plan", help="plan.json (from `tnx plan`)."),
+    profiles: Path = typer.Option(DEFAULT_PROFILES, "--profiles", help="profiles.json."),
+    seconds: float = typer.Option(10.0, "--seconds", help="Simulated seconds of traffic."),
+    load: float = typer.Option(1.0, "--load", help="Offered load, x each planned rate."),
+    policy: str = typer.Option("tnx", "--policy", help=" | ".join(POLICIES)),
+    drop: str = typer.Option("early", "--drop", help="tnx's drop mode: early | lazy | none."),
+    trace: str = typer.Option("poisson", "--trace", help=KINDS),
+    seed: int = typer.Option(0, "--seed", help="Trace and noise seed."),
+    noise: float = typer.Option(0.0, "--noise", help="CV of log-normal batch-time noise."),
+    out: Path = typer.Option(..., "--out", help="Where to write result.json."),
+    plot_: bool = typer.Option(False, "--plot", help="Also write goodput/drops over time (PNG)."),
+) -> None:
+    """Run a batching policy over a plan and a trace on a virtual clock; write result.json."""
+    if seconds <= 0 or load < 0 or noise < 0:
+        raise UserInputError("--seconds must be positive, --load and --noise not negative")
+    p = Plan.load(plan)
+    curves = ProfileSet.load(profiles).curves()
+    res = run(
+        p,
+        curves,
+        policy=policy,
+        drop=drop,
+        trace=trace,
+        seconds=seconds,
+        load=load,
+        seed=seed,
+        noise_cv=noise,
+    )
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    for line in table([res]):
+        typer.echo(line)
+    if plot_:
+        png = out.with_suffix(".png")
+        plot(res, png)
+        typer.echo(f"plot: {png}")
