@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from types import FrameType
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ def supervise(opts: WorkerOptions, workers: int, grace_s: float = 10.0) -> None:
     """Run `workers` workers until SIGTERM or SIGINT, restarting any that exits."""
     stopping = False
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def stop(*_: object) -> None:
         nonlocal stopping
         stopping = True
 
