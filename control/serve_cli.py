@@ -16,7 +16,11 @@ def serve(
     repo: Path = typer.Option(..., "--repo", help="The fleet's model repository."),
     profiles: Path = typer.Option(..., "--profiles", help="profiles.json"),
     workload: Path = typer.Option(..., "--workload", help="workload.json (first start)"),
-    router: list[str] = typer.Option([], "--router", help="Router URL to read rates from."),
+    router: list[str] = typer.Option(
+        [],
+        "--router",
+        help="Router URL to read rates from (routers with --control register).",
+    ),
     epoch_s: float = typer.Option(30.0, "--epoch-s", help="Seconds between re-plans."),
     window_s: float = typer.Option(5.0, "--window-s", help="Seconds of arrivals per rate."),
     state: Path = typer.Option(Path("tnx-control.sqlite"), "--state", help="SQLite state."),
