@@ -23,6 +23,7 @@ def mount(bench_app: typer.Typer) -> None:
     from bench.plan import bench_plan
     from bench.router import bench_router
     from bench.scaleout import bench_scaleout
+    from bench.simulate import bench_simulate
 
     bench_app.command("plan", help="Scheduler benchmark on the H200 profiles.")(bench_plan)
     bench_app.command(
@@ -35,3 +36,15 @@ def mount(bench_app: typer.Typer) -> None:
         "scaleout", help="1-3 routers and --workers 2 on one fleet under k6 load (issue 10)."
     )(bench_scaleout)
     bench_app.command("tools", help="Install perf_analyzer for `tnx bench router`.")(tools)
+    bench_app.command(
+        "simulate", help="Policies x loads x traces in the simulator (BENCHMARKS.md)."
+    )(bench_simulate)
+
+
+def mount_top(app: typer.Typer) -> None:
+    """The harness's top-level commands (`tnx simulate`)."""
+    from bench.simulate import simulate_cmd
+
+    app.command("simulate", help="A batching policy over a plan and a trace, simulated.")(
+        simulate_cmd
+    )

@@ -202,3 +202,57 @@ def simulate_cmd(
         png = out.with_suffix(".png")
         plot(res, png)
         typer.echo(f"plot: {png}")
+
+
+def bench_simulate(
+    profiles: Path = typer.Option(DEFAULT_PROFILES, "--profiles", help="profiles.json."),
+    sessions: int = typer.Option(1000, "--sessions", help="Zipf-0.9 sessions to plan."),
+    seconds: float = typer.Option(1.0, "--seconds", help="Simulated seconds per run."),
+    loads: str = typer.Option("0.5,0.9,1.5,2", "--loads", help="Loads, comma-separated."),
+    traces: str = typer.Option("poisson,gamma:4", "--traces", help="Traces, comma-separated."),
+    policies: str = typer.Option(",".join(POLICIES), "--policies", help="Policies to run."),
+    seed: int = typer.Option(0, "--seed", help="Workload and trace seed."),
+    noise: float = typer.Option(0.0, "--noise", help="CV of batch-time noise."),
+    gpu_memory: int = typer.Option(141_000_000_000, "--gpu-memory", help="Bytes per GPU."),
+) -> None:
+    """Policies x loads x traces on a planned Zipf workload: goodput, SLO attainment, speed."""
+    from bench.workloads import zipf_sessions
+    from control.problem import pool
+    from control.scheduler import schedule
+
+    try:
+        load_list = [float(x) for x in loads.split(",") if x.strip()]
+    except ValueError:
+        raise UserInputError(f"--loads: not a list of numbers: {loads!r}") from None
+    ps = ProfileSet.load(profiles)
+    curves = ps.curves()
+    gpu_type = ps.gpu_types()[0]
+    models = sorted({p.model for p in ps.profiles if p.gpu_type == gpu_type})
+    work = zipf_sessions(models, sessions, seed)
+    plan = schedule(work, curves, pool(gpu_type, float(gpu_memory)), "tnx").plan
+    rate = sum(a.rate for g in plan.gpus for a in g.allocations)
+    typer.echo(
+        f"{sessions} sessions on {len(plan.gpus)} {gpu_type} GPUs, {rate:,.0f} req/s planned; "
+        f"{seconds:g} s per run, seed {seed}, noise {noise:g}"
+    )
+    typer.echo("")
+    for line in table([]):
+        typer.echo(line)
+    for trace in [t for t in traces.split(",") if t.strip()]:
+        for load in load_list:
+            for pol in [p for p in policies.split(",") if p.strip()]:
+                name, _, drop = pol.partition("/")
+                r = run(
+                    plan,
+                    curves,
+                    policy=name,
+                    drop=drop or "early",
+                    trace=trace,
+                    seconds=seconds,
+                    load=load,
+                    seed=seed,
+                    noise_cv=noise,
+                )
+                if r["sent"] != r["in_slo"] + r["late"] + r["dropped"]:
+                    raise AssertionError(f"{pol}: requests unaccounted for")
+                typer.echo(row(r))

@@ -58,10 +58,12 @@ def _mount() -> None:
     # here only, lazily, and the product runs without it ---
     try:
         from bench.cli import mount as mount_bench
+        from bench.cli import mount_top
     except ImportError:
         pass
     else:
         mount_bench(bench_app)
+        mount_top(app)
     from deploy.demo import demo
 
     app.command("demo", help="The main job on the embedded default: export, serve, infer.")(demo)
