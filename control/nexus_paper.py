@@ -14,6 +14,7 @@ so that its plans are valid on GPUs with little memory too.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from control.nodes import Node, least_batches
@@ -64,11 +65,10 @@ def _merge_load(node: Node, res: Node) -> float | None:
     duty = min(node.duty, res.duty)
     if node.duty == duty:
         # Batches only change on the side whose cycle shrinks.
-        parts, load, mem = (res,), node.load, node.mem
+        got = least_batches(res.pieces.values(), duty, node.gclass.memory, node.load, node.mem)
     else:
-        parts, load, mem = (node, res), 0.0, 0.0
-    rates = ((p.demand, p.rate) for part in parts for p in part.pieces.values())
-    got = least_batches(rates, duty, node.gclass.memory, load, mem)
+        pieces = itertools.chain(node.pieces.values(), res.pieces.values())
+        got = least_batches(pieces, duty, node.gclass.memory)
     return None if got is None else got[1] / duty
 
 

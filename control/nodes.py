@@ -25,19 +25,17 @@ BALANCE_STEPS = 6
 
 
 def least_batches(
-    rates: Iterable[tuple[Demand, float]],
-    duty: float,
-    memory: float,
-    load: float = 0.0,
-    mem: float = 0.0,
+    pieces: Iterable[Piece], duty: float, memory: float, load: float = 0.0, mem: float = 0.0
 ) -> tuple[list[int], float, float] | None:
-    """Each (session, rate)'s least batch at cycle `duty`, with Σ l and Σ memory added to
-    `load` and `mem`; None if a batch passes its profile or its SLO, or the sums pass the
-    cycle or the GPU's `memory`. The one batch-rebuild loop of the packers."""
+    """Each piece's least batch for its rate at cycle `duty`, with Σ l and Σ memory added
+    to `load` and `mem`; None if a batch passes its profile or its SLO, or the sums pass
+    the cycle or the GPU's `memory`. The one batch-rebuild loop of the packers (their
+    hottest after Node.cost: kept free of helper calls)."""
     batches = []
-    for d, r in rates:
+    for p in pieces:
+        d = p.demand
         t = d.table
-        b = t.batch_for(r, duty)
+        b = t.batch_for(p.rate, duty)
         if b > t.max_batch or duty + t.lat[b] > d.slo * FIT:
             return None
         load += t.lat[b]
@@ -90,7 +88,7 @@ class Node:
     def of(cls, gclass: GpuClass, duty: float, pieces: Iterable[Piece]) -> Node | None:
         """A node holding the pieces' rates at cycle `duty` with least batches, or None."""
         pieces = list(pieces)
-        got = least_batches(((p.demand, p.rate) for p in pieces), duty, gclass.memory)
+        got = least_batches(pieces, duty, gclass.memory)
         if got is None:
             return None
         node = cls(gclass, duty)
@@ -121,6 +119,11 @@ class Node:
     @property
     def slack(self) -> float:
         return self.duty - self.load
+
+    @property
+    def saturated(self) -> bool:
+        """One session's batches back to back (Nexus §6.1, step 1): a full GPU."""
+        return len(self.pieces) == 1 and self.slack <= self.duty * EPS
 
     def cost(self, d: Demand, rate: float) -> tuple[int, float, float] | None:
         """(new batch, Δload, Δmemory) of adding `rate` of `d` here, or None if it breaks a rule."""
@@ -194,13 +197,15 @@ class Node:
     def shrunk(self, d: Demand, rate: float, duty: float) -> tuple[float, float] | None:
         """(Σ l, Σ memory) with `rate` of `d` added and the cycle shortened to `duty`, as the
         paper's merge does; None if that breaks a rule."""
-        rates = [
-            (p.demand, p.rate + rate if p.demand.id == d.id else p.rate)
-            for p in self.pieces.values()
-        ]
-        if d.id not in self.pieces:
-            rates.append((d, rate))
-        got = least_batches(rates, duty, self.gclass.memory)
+        # Batches are least_batches' to choose: the new pieces' 1 is a placeholder.
+        old = self.pieces.get(d.id)
+        if old is None:
+            pieces = [*self.pieces.values(), Piece(d, rate, 1)]
+        else:
+            pieces = [
+                Piece(p.demand, p.rate + rate, 1) if p is old else p for p in self.pieces.values()
+            ]
+        got = least_batches(pieces, duty, self.gclass.memory)
         return None if got is None else (got[1], got[2])
 
     def add_shrunk(self, d: Demand, rate: float, duty: float) -> bool:
@@ -225,7 +230,7 @@ class Node:
     def rebatch(self, duty: float) -> list[tuple[Piece, int]] | None:
         """The batches every piece needs at another duty cycle, or None if any rule breaks."""
         pieces = list(self.pieces.values())
-        got = least_batches(((p.demand, p.rate) for p in pieces), duty, self.gclass.memory)
+        got = least_batches(pieces, duty, self.gclass.memory)
         return None if got is None else list(zip(pieces, got[0], strict=True))
 
     def set_duty(self, duty: float, batches: list[tuple[Piece, int]]) -> None:

@@ -19,6 +19,8 @@ What it changes from the paper's greedy merge, and why:
   serve, or those whose need grows at most 1.2x or 2x) is taken where it saves a GPU.
 - The paper's plan, after the same dissolving, is a candidate too, so this policy
   never uses more GPUs than `nexus-paper`.
+
+The packers are in control.packers, the packings tried (`Trial`) in control.trials.
 """
 
 from __future__ import annotations

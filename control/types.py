@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from model_repo_tools.profiles import ContractFile, first_duplicate
+from model_repo_tools.profiles import ContractFile, unique_ids
 
 
 class Session(BaseModel):
@@ -61,15 +61,8 @@ class Query(BaseModel):
 
 
 class Workload(ContractFile):
-    sessions: list[Session] = Field(default_factory=list)
+    sessions: Annotated[list[Session], unique_ids("session id")] = Field(default_factory=list)
     queries: list[Query] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _unique_ids(self) -> Workload:
-        dup = first_duplicate(s.id for s in self.sessions)
-        if dup is not None:
-            raise ValueError(f"duplicate session id {dup!r}")
-        return self
 
 
 class Allocation(BaseModel):

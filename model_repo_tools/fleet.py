@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Annotated
 
-from model_repo_tools.profiles import ContractFile, first_duplicate
+from pydantic import BaseModel, ConfigDict, Field
+
+from model_repo_tools.profiles import ContractFile, unique_ids
 
 
 class FleetGpu(BaseModel):
@@ -21,14 +23,7 @@ class FleetGpu(BaseModel):
 
 
 class Fleet(ContractFile):
-    gpus: list[FleetGpu] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _unique_ids(self) -> Fleet:
-        dup = first_duplicate(g.id for g in self.gpus)
-        if dup is not None:
-            raise ValueError(f"duplicate gpu id {dup!r}")
-        return self
+    gpus: Annotated[list[FleetGpu], unique_ids("gpu id")] = Field(default_factory=list)
 
     def by_id(self) -> dict[str, FleetGpu]:
         return {g.id: g for g in self.gpus}

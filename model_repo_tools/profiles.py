@@ -10,12 +10,11 @@ plan on `latency_ms` alone need not look at them.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from model_repo_tools.contracts import load_contract, write_contract
 
@@ -34,13 +33,20 @@ class ContractFile(BaseModel):
         write_contract(path, self)
 
 
-def first_duplicate(ids: Iterable[str]) -> str | None:
-    """The least id listed more than once, or None: for a contract's unique-id check."""
-    seen: set[str] = set()
-    dup: set[str] = set()
-    for i in ids:
-        (dup if i in seen else seen).add(i)
-    return min(dup, default=None)
+def unique_ids(what: str) -> AfterValidator:
+    """A list field's check that its items' `id`s are unique (the error names the least
+    repeated one): `Annotated[list[X], unique_ids("gpu id")]`."""
+
+    def check(items: list[Any]) -> list[Any]:
+        seen: set[str] = set()
+        dup: set[str] = set()
+        for item in items:
+            (dup if item.id in seen else seen).add(item.id)
+        if dup:
+            raise ValueError(f"duplicate {what} {min(dup)!r}")
+        return items
+
+    return AfterValidator(check)
 
 
 class BatchPoint(BaseModel):

@@ -97,3 +97,22 @@ def test_same_rates_from_a_plan_holding_a_larger_batch_make_no_moves():
     same = schedule(sessions, ps.curves(), classes, "tnx", previous=first.plan)
     assert same.moves.count == 0, same.moves
     check(same.plan, sessions, ps, classes)
+
+
+def test_same_rates_do_not_dissolve_a_saturated_gpu():
+    """Found by test_incremental_replans_validly (not derandomized). s19 fills ga-0 alone
+    with batches of 32 back to back and has 1442 req/s more elsewhere. Planning never
+    dissolves saturated GPUs; re-planning dissolved every GPU, and spread ga-0's rate
+    over the others' slack (a non-monotone profile leaves room there): 14 GPUs instead
+    of 15, and s19 moved. Re-planning now keeps saturated GPUs out of dissolving too."""
+    ps = synthetic_profiles(22, 4, ("ga",), monotone=False)
+    sessions = zipf_sessions(
+        sorted({p.model for p in ps.profiles}), 21, 22, slo_ms=(2.0, 300.0), rate=(0.5, 4000.0)
+    )
+    classes = [GpuClass("ga", 2e9)]
+    first = schedule(sessions, ps.curves(), classes, "tnx")
+    alone = [g for g in first.plan.gpus if [a.session for a in g.allocations] == ["s19"]]
+    assert alone and alone[0].allocations[0].batch == 32  # the case still has its shape
+    same = schedule(sessions, ps.curves(), classes, "tnx", previous=first.plan)
+    assert same.moves.count == 0, same.moves
+    check(same.plan, sessions, ps, classes)
