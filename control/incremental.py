@@ -5,9 +5,8 @@ because loading a model on a GPU takes seconds. Given the previous plan and new
 rates: every kept allocation stays on its GPU with its share of the session's new
 rate (rates that grew are first absorbed where the session already runs), what
 no longer fits is spread into other GPUs' slack, the remainder goes to new GPUs
-by the policy, and the emptiest GPUs (saturated ones aside) are dissolved when that
-frees one. The moves are the (GPU, session) pairs loaded and unloaded relative to the
-previous plan.
+by the policy, and the emptiest GPUs are dissolved when that frees one. The moves
+are the (GPU, session) pairs loaded and unloaded relative to the previous plan.
 """
 
 from __future__ import annotations
@@ -122,8 +121,6 @@ def replan(
         if rate > EPS:
             rest.append(Demand(d.id, d.model, d.slo, rate, d.table, d.gclass))
     nodes += policy(rest)
-    # Saturated GPUs stay out of dissolving, as the policies keep theirs out: spreading
-    # one over the others' slack could free a GPU that planning afresh would not, so
-    # re-planning unchanged rates would move sessions.
-    kept = {id(n) for n in dissolve([n for n in nodes if not n.saturated])}
-    return [n for n in nodes if n.saturated or id(n) in kept]
+    # Every GPU may be dissolved here, saturated ones too (the policies keep theirs
+    # out): so a re-plan of unchanged rates may move a session, but only to free a GPU.
+    return dissolve(nodes)

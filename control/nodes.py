@@ -120,11 +120,6 @@ class Node:
     def slack(self) -> float:
         return self.duty - self.load
 
-    @property
-    def saturated(self) -> bool:
-        """One session's batches back to back (Nexus §6.1, step 1): a full GPU."""
-        return len(self.pieces) == 1 and self.slack <= self.duty * EPS
-
     def cost(self, d: Demand, rate: float) -> tuple[int, float, float] | None:
         """(new batch, Δload, Δmemory) of adding `rate` of `d` here, or None if it breaks a rule."""
         # The packers' innermost call: kept free of helper calls on purpose.
