@@ -41,7 +41,7 @@ from model_repo_tools.profiles import LatencyCurve
 from router import http_errors, kserve
 from router.backend import Backend
 from router.driver import MIN_GRACE_MS, AsyncRouter, Event
-from router.forward import Forwarder
+from router.forward import Forwarder, budget_ms
 from router.http_errors import RETRY, HttpError, error_body, no_server
 from router.infer_route import ClientGone, InferHeaders, Receive, Reply, read_body, serve_infer
 from router.metrics import RouterMetrics
@@ -237,13 +237,15 @@ class RouterService:
         length = headers.content_length
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             return Reply.of(http_errors.too_large(self.max_body_bytes, int(length)))
-        owner = self.share.target(session)
         if headers.deadline_ms is not None:  # forwarded by another router: its deadline holds
-            if owner is not None:  # ownership moved meanwhile; never forwarded twice
+            if session not in self.share.here:  # ownership moved; never forwarded twice
                 return _dropped(model, "not_owner", "no GPU of its session is this router's")
             arrival -= slo - budget_ms(headers.deadline_ms)
-        elif owner is not None:
-            return await self._forward(owner, headers, receive, arrival + slo - self.reserve_ms)
+        else:
+            owner = self.share.target(session, arrival)
+            if owner is not None:
+                deadline = arrival + slo - self.reserve_ms
+                return await self._forward(owner, headers, receive, deadline)
         self.metrics.on_arrival(session)
         reason = router.policy.admit(arrival, session, arrival + slo - self.reserve_ms)
         if reason is None and router.pending() >= self.max_pending:
@@ -305,14 +307,6 @@ def _drop_reply(model: str, reason: str, detail: str) -> tuple[int, bytes, tuple
     # Under overload most answers are these: encode each kind once.
     r = Reply.of(http_errors.dropped(model, reason, detail))
     return r.status, r.body, tuple(r.headers)
-
-
-def budget_ms(header: bytes) -> float:
-    """The milliseconds of budget an `X-TNX-Deadline-Ms` header gives (HttpError 400)."""
-    try:
-        return float(header)
-    except ValueError:
-        raise HttpError(400, f"X-TNX-Deadline-Ms {header!r}: not a number") from None
 
 
 def check_plan_against_fleet(plan: Plan, fleet: Fleet) -> None:

@@ -16,16 +16,23 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
-from router.http_errors import RETRY
+from router.http_errors import RETRY, HttpError
 from router.infer_route import InferHeaders, Reply
 from router.triton_http import _Connection
 from tnx.errors import ServerError
 
-DEADLINE_HEADER = b"x-tnx-deadline-ms"
 # Beyond the request's budget, how long to wait for the owner's answer: it answers every
 # request by its deadline (a 503 at worst), so only a dead or stopped owner hits this.
 MARGIN_S = 1.0
 _PASSED = (b"content-type", b"inference-header-content-length", b"retry-after")
+
+
+def budget_ms(header: bytes) -> float:
+    """The milliseconds of budget an `X-TNX-Deadline-Ms` header gives (HttpError 400)."""
+    try:
+        return float(header)
+    except ValueError:
+        raise HttpError(400, f"X-TNX-Deadline-Ms {header!r}: not a number") from None
 
 
 class Forwarder:

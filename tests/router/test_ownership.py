@@ -32,7 +32,7 @@ def _plan(gpus: dict[str, tuple[str | None, list[tuple[str, float]]]]) -> Plan:
 
 def test_no_owners_or_no_name_keeps_every_gpu() -> None:
     plan = _plan({"g0": (None, [("s", 10.0)]), "g1": (None, [("t", 10.0)])})
-    assert Share.of(plan, A).local == plan and Share.of(plan, A).target("t") is None
+    assert Share.of(plan, A).local == plan and Share.of(plan, A).target("t", 0.0) is None
     owned = _plan({"g0": (A, [("s", 10.0)]), "g1": (B, [("t", 10.0)])})
     assert Share.of(owned, None).local == owned
 
@@ -48,8 +48,21 @@ def test_own_gpus_only_and_sessions_elsewhere_forwarded_by_planned_rate() -> Non
     share = Share.of(plan, A + "/")
     assert [g.gpu for g in share.local.gpus] == ["g0"]
     assert share.owners == {"g0": A, "g1": B, "g2": C}
-    assert share.target("s") is None and share.target("u") is None  # served here
-    assert share.target("unknown") is None
-    picks = Counter(share.target("t") for _ in range(4000))
+    assert share.target("s", 0.0) is None and share.target("u", 0.0) is None  # served here
+    assert share.target("unknown", 0.0) is None
+    assert share.here == {"s", "u"}
+    picks = Counter(share.target("t", 0.0) for _ in range(4000))
     assert set(picks) == {B, C} and 0.68 < picks[B] / 4000 < 0.82  # 30:10
-    assert Share.of(plan, B).target("s") == A
+    assert Share.of(plan, B).target("s", 0.0) == A
+
+
+def test_a_split_session_is_served_here_up_to_its_local_rate_the_rest_forwarded() -> None:
+    plan = _plan({"g0": (A, [("s", 30.0)]), "g1": (B, [("s", 90.0)])})
+    share = Share.of(plan, A)
+    assert share.local_rate == {"s": 30.0}
+    # 20 req/s for 3 s: under the 30 planned here, all served here.
+    assert all(share.target("s", t * 50.0) is None for t in range(60))
+    # Then 60 req/s for 5 s: about half (30 of 60) goes to B.
+    picks = [share.target("s", 3000.0 + t * 1000.0 / 60) for t in range(300)]
+    sent = picks[60:].count(B) / 240  # after the first second at the new rate
+    assert set(picks) == {None, B} and 0.4 < sent < 0.6
