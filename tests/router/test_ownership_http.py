@@ -96,9 +96,9 @@ def _body(model: str) -> bytes:
 
 
 def _statuses(urls: list[str], n: int) -> list[int]:
-    """n requests to each model through each router, 8 at a time."""
+    """n requests to each model through each router, 4 at a time."""
     jobs = [(u, m) for u in urls for m in MODELS for _ in range(n)]
-    with httpx.Client(timeout=10) as c, cf.ThreadPoolExecutor(8) as pool:
+    with httpx.Client(timeout=10) as c, cf.ThreadPoolExecutor(4) as pool:
         return list(
             pool.map(
                 lambda job: (
