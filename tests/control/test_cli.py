@@ -128,3 +128,13 @@ def test_bad_flags_are_one_line(files):
     (files / "fleet.json").write_text('{"gpus": [{"id": "x", "gpu_type": "h200"}]}')
     one_line_error(tnx(*plan_args(files, "--fleet", str(files / "fleet.json")), cwd=files),
                    "fleet.json", "memory_bytes")  # fmt: skip
+
+
+def test_bench_plan_is_mounted_from_bench_and_prints_its_table(tmp_path):
+    # The harness lives in bench/ (bench/plan.py); `tnx bench plan` still runs it.
+    r = tnx("bench", "plan", "--sizes", "5", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| 5 |")]
+    assert len(rows) == 1 and rows[0].endswith("| yes |"), r.stdout
+    bad = tnx("bench", "plan", "--sizes", "x", cwd=tmp_path)
+    assert bad.returncode == 1 and "--sizes" in bad.stderr and "Traceback" not in bad.stderr
