@@ -105,12 +105,9 @@ class Node:
         return Node(self.gclass, self.duty, pieces, self.load, self.mem, self.gpu)
 
     def restore(self, before: Node) -> None:
-        self.pieces, self.load, self.mem, self.duty = (
-            before.pieces,
-            before.load,
-            before.mem,
-            before.duty,
-        )
+        """Undo every change since `before = self.copy()`."""
+        self.pieces, self.duty = before.pieces, before.duty
+        self.load, self.mem = before.load, before.mem
 
     @property
     def occupancy(self) -> float:
