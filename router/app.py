@@ -48,7 +48,7 @@ from router.metrics import RouterMetrics
 from router.model_schema import TensorSpec, specs_from_metadata, validate_inputs
 from router.ownership import Share
 from router.policy import BatchPolicy
-from router.routing import SessionTable
+from router.routing import SessionTable, session_rows
 from router.types import Answered, DropMode
 from tnx.errors import ContractError, ServerError
 
@@ -413,23 +413,20 @@ def create_app(service: RouterService, control: str | None = None) -> FastAPI:
         the sessions served here (a forwarded request counts where it is served)."""
         assert service.router is not None
         policy = service.router.policy
-        counts = service.metrics.arrival_counts
+        rows = session_rows(
+            policy.sessions(),
+            policy.slo,
+            policy.queued,
+            service.metrics.arrival_counts,
+            service.sessions,
+        )
         return JSONResponse(
             {
                 "time": time.time(),
                 "plan_revision": service.revision,
                 "forwarded": service.forwarder.forwarded,
                 "forward_failed": service.forwarder.failed,
-                "sessions": [
-                    {
-                        "id": sid,
-                        "model": model,
-                        "slo_ms": policy.slo(sid),
-                        "arrivals": int(counts.get(sid, 0)),
-                        "queued": policy.queued(sid),
-                    }
-                    for sid, model in policy.sessions().items()
-                ],
+                "sessions": rows,
             }
         )
 

@@ -8,6 +8,9 @@ named (placed or listed unplaced) that no session serves now is 503
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from control.types import Plan
 from router.http_errors import HttpError, no_placement, unknown_model
 
@@ -17,6 +20,7 @@ class SessionTable:
 
     def __init__(self, plan: Plan) -> None:
         self._routes: dict[str, dict[float, str]] = {}
+        self.by_id: dict[str, tuple[str, float]] = {}  # session → (model, SLO ms)
         self.known_models: set[str] = set()  # every model any plan named
         self.update(plan)
 
@@ -31,6 +35,7 @@ class SessionTable:
                     slos.pop(old, None)  # type: ignore[arg-type]
                     slos[a.slo_ms] = a.session
         self._routes = routes
+        self.by_id = {sid: (m, slo) for m, slos in routes.items() for slo, sid in slos.items()}
         self.known_models |= set(routes)
         self.known_models |= {u.model for u in plan.unplaced if u.model}
 
@@ -75,3 +80,32 @@ class SessionTable:
 
 def _listed(sessions: dict[float, str]) -> str:
     return ", ".join(f"{slo:g} ms" for slo in sorted(sessions))
+
+
+def session_rows(
+    local: dict[str, str],
+    slo: Callable[[str], float | None],
+    queued: Callable[[str], int],
+    counts: dict[str, int],
+    table: SessionTable,
+) -> list[dict[str, Any]]:
+    """`/v1/sessions` rows: the sessions served here, then those of the plan this router
+    counted arrivals of before (its GPUs moved away), so the control plane's rate window
+    keeps their growth (none) rather than losing the router's share of the window."""
+    rows = [
+        {
+            "id": sid,
+            "model": model,
+            "slo_ms": slo(sid),
+            "arrivals": int(counts.get(sid, 0)),
+            "queued": queued(sid),
+        }
+        for sid, model in local.items()
+    ]
+    for sid, n in counts.items():
+        if sid not in local and sid in table.by_id:
+            model, slo_ms = table.by_id[sid]
+            rows.append(
+                {"id": sid, "model": model, "slo_ms": slo_ms, "arrivals": int(n), "queued": 0}
+            )
+    return rows

@@ -66,3 +66,17 @@ def test_a_split_session_is_served_here_up_to_its_local_rate_the_rest_forwarded(
     picks = [share.target("s", 3000.0 + t * 1000.0 / 60) for t in range(300)]
     sent = picks[60:].count(B) / 240  # after the first second at the new rate
     assert set(picks) == {None, B} and 0.4 < sent < 0.6
+
+
+def test_session_rows_keep_counting_sessions_whose_gpus_moved_away() -> None:
+    from router.routing import SessionTable, session_rows
+
+    plan = _plan({"g0": (A, [("s", 10.0)]), "g1": (B, [("t", 10.0)])})
+    local = {"s": "m"}
+    rows = session_rows(
+        local, lambda sid: 200.0, lambda sid: 2, {"s": 5, "t": 7, "gone": 3}, SessionTable(plan)
+    )
+    assert rows == [
+        {"id": "s", "model": "m", "slo_ms": 200.0, "arrivals": 5, "queued": 2},
+        {"id": "t", "model": "m", "slo_ms": 200.0, "arrivals": 7, "queued": 0},
+    ]
