@@ -65,16 +65,17 @@ def run(
 
 def summarize(res: SimResult, duration_ms: float, gpus: int) -> dict[str, Any]:
     """Counts (sent = in_slo + late + dropped), latency quantiles, GPU busy fraction, per
-    session rows and a per-second timeline."""
+    session rows and a timeline of ~50 steps (by arrival time; rates per second)."""
     sessions: dict[str, list[int]] = {}  # sent, in_slo, late, dropped
-    seconds = max(1, math.ceil(duration_ms / 1000.0))
-    timeline = [[0, 0, 0, 0] for _ in range(seconds)]
+    step = _step(duration_ms)
+    steps = max(1, math.ceil(duration_ms / step))
+    timeline = [[0, 0, 0, 0] for _ in range(steps)]
     reasons: dict[str, int] = {}
     lat: list[float] = []
     for o in res.outcomes:
         r = o.request
         row = sessions.setdefault(r.session, [0, 0, 0, 0])
-        sec = timeline[min(seconds - 1, max(0, int(r.arrival // 1000.0)))]
+        sec = timeline[min(steps - 1, max(0, int(r.arrival // step)))]
         if isinstance(o, Answered):
             lat.append(o.finished - r.arrival)
             k = 2 if o.finished > r.deadline else 1
@@ -109,10 +110,23 @@ def summarize(res: SimResult, duration_ms: float, gpus: int) -> dict[str, Any]:
             for s, (a, b, c, d) in sorted(sessions.items())
         ],
         "timeline": [
-            {"t_s": i, "sent": a, "in_slo": b, "late": c, "dropped": d}
-            for i, (a, b, c, d) in enumerate(timeline)
+            {
+                "t_s": i * step / 1000.0,
+                **{k: n * 1000.0 / step for k, n in zip(_KEYS, ns, strict=True)},
+            }
+            for i, ns in enumerate(timeline)
         ],
     }
+
+
+_KEYS = ("sent", "in_slo", "late", "dropped")
+
+
+def _step(duration_ms: float) -> float:
+    """A round step of about a fiftieth of the run (at least 10 ms)."""
+    raw = max(10.0, duration_ms / 50)
+    unit = 10 ** math.floor(math.log10(raw))
+    return min((m * unit for m in (1, 2, 5, 10) if m * unit >= raw), default=10 * unit)
 
 
 def _q(xs: list[float], q: float) -> float | None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import pytest
 
 from control.types import Plan
+from router.policy import BatchPolicy
 from router.simulator import (
     Outage,
+    Simulator,
     compare_drop_modes,
     poisson_arrivals,
+    profile_latency,
     simulate,
 )
 from router.testing import curves, plan
+from router.types import Request
 
 
 def _plan(gpus: int = 1) -> Plan:
@@ -80,3 +84,46 @@ def test_whole_fleet_down_drops_server_down_and_no_server() -> None:
     st = simulate(p, curves(), trace, outages=[Outage("g0", 500.0, 1_000.0)]).stats()
     assert st.dropped.get("no_server", 0) > 150  # ~400 req/s for 0.5 s
     assert set(st.dropped) <= {"no_server", "server_down", "deadline"}
+
+
+class _FullSettle(BatchPolicy):
+    """The policy as it was before settle learned to skip: every session pruned and every
+    GPU visited at every settle."""
+
+    def _settle(self, now: float, out: list) -> None:  # type: ignore[override]
+        self._all = True
+        super()._settle(now, out)
+
+
+@pytest.mark.parametrize("mode", ["early", "lazy", "none"])
+def test_settle_that_skips_acts_as_one_that_visits_everything(mode: str) -> None:
+    """The doom heap, the dirty GPUs and the duty-cycle catch-up change nothing."""
+    p = plan(
+        ("g0", 20.0, [("a", "m", 8, 50.0), ("b", "m", 4, 40.0), ("c", "n", 4, 30.0)]),
+        ("g1", 15.0, [("a", "m", 8, 50.0), ("c", "n", 8, 45.0)]),
+        ("g2", 25.0, [("d", "n", 4, 60.0)]),
+    )
+    for g in p.gpus:
+        for a in g.allocations:
+            a.rate = 200.0
+    later = p.model_copy(deep=True)
+    later.gpus = later.gpus[1:]
+    cv = curves(m={1: 5.0, 4: 8.0, 8: 12.0}, n={1: 3.0, 4: 6.0, 8: 11.0})
+    trace = poisson_arrivals(p, 3_000.0, load=1.6, seed=7)
+    runs = []
+    for cls in (BatchPolicy, _FullSettle):
+        lat = profile_latency(p, cv, speed={"g0": 1.3, "g1": 0.8}, noise_cv=0.3, seed=3)
+        res = Simulator(cls(p, cv, drop=mode), lat).run(  # type: ignore[arg-type]
+            [Request(r.id, r.session, r.arrival, r.deadline) for r in trace],
+            outages=[Outage("g1", 500, 900), Outage("g0", 1200, 1250), Outage("g2", 2500)],
+            switches=[(2000.0, later)],
+            shutdown_at=2900.0,
+        )
+        runs.append(
+            (
+                [(t, d.gpu, tuple(r.id for r in d.requests)) for t, d in res.dispatches],
+                [(t, x.request.id, x.reason) for t, x in res.drops],
+            )
+        )
+    assert runs[0] == runs[1]
+    assert len(runs[0][0]) > 300 and len(runs[0][1]) > 50
