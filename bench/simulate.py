@@ -10,6 +10,7 @@ scheduler (BENCHMARKS.md, "Simulator").
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -46,9 +47,15 @@ def run(
     reqs = requests(plan, load_trace(plan, trace, duration, load=load, seed=seed))
     pol = make_policy(policy, plan, curves, drop)
     lat = profile_latency(plan, curves, noise_cv=noise_cv, seed=seed)
-    t0 = time.perf_counter()
-    res = Simulator(pol, lat).run(reqs)
-    wall = time.perf_counter() - t0
+    # The run allocates millions of small objects that live to its end and form no cycles
+    # to speak of: the cyclic collector's passes over them cost ~20 % of the wall time.
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        res = Simulator(pol, lat).run(reqs)
+        wall = time.perf_counter() - t0
+    finally:
+        gc.enable()
     out: dict[str, Any] = {
         "policy": policy if policy != "tnx" else f"tnx/{drop}",
         "trace": trace,
