@@ -21,7 +21,7 @@ from typing import Any
 import typer
 
 from bench.baselines import POLICIES, make_policy
-from bench.traces import KINDS, load_trace, requests
+from bench.traces import KINDS, load_trace, requests, write_csv
 from control.cli import DEFAULT_PROFILES
 from control.types import Plan
 from model_repo_tools.profiles import LatencyCurve, ProfileSet
@@ -41,10 +41,15 @@ def run(
     load: float = 1.0,
     seed: int = 0,
     noise_cv: float = 0.0,
+    save_trace: Path | None = None,
 ) -> dict[str, Any]:
-    """One simulation; the summary of `summarize` plus what was run."""
+    """One simulation; the summary of `summarize` plus what was run. `save_trace`: also
+    write the arrivals as a CSV that `--trace FILE` replays."""
     duration = seconds * 1000.0
-    reqs = requests(plan, load_trace(plan, trace, duration, load=load, seed=seed))
+    arrivals = load_trace(plan, trace, duration, load=load, seed=seed)
+    if save_trace is not None:
+        write_csv(save_trace, arrivals)
+    reqs = requests(plan, arrivals)
     pol = make_policy(policy, plan, curves, drop)
     lat = profile_latency(plan, curves, noise_cv=noise_cv, seed=seed)
     # The run allocates millions of small objects that live to its end and form no cycles
@@ -199,6 +204,9 @@ def simulate_cmd(
     noise: float = typer.Option(0.0, "--noise", help="CV of log-normal batch-time noise."),
     out: Path = typer.Option(..., "--out", help="Where to write result.json."),
     plot_: bool = typer.Option(False, "--plot", help="Also write goodput/drops over time (PNG)."),
+    save_trace: Path | None = typer.Option(
+        None, "--save-trace", help="Also write the arrivals as time_ms,session CSV."
+    ),
 ) -> None:
     """Run a batching policy over a plan and a trace on a virtual clock; write result.json."""
     if seconds <= 0 or load < 0 or noise < 0:
@@ -215,6 +223,7 @@ def simulate_cmd(
         load=load,
         seed=seed,
         noise_cv=noise,
+        save_trace=save_trace,
     )
     out.write_text(json.dumps(res, indent=1) + "\n")
     for line in table([res]):

@@ -173,6 +173,8 @@ def test_tnx_simulate_writes_the_result(tmp_path: Path) -> None:
             "--out",
             str(out),
             "--plot",
+            "--save-trace",
+            str(tmp_path / "arrivals.csv"),
         ],
     )
     assert res.exit_code == 0, res.output
@@ -181,3 +183,4 @@ def test_tnx_simulate_writes_the_result(tmp_path: Path) -> None:
     assert r["sent"] == r["in_slo"] + r["late"] + r["dropped"] > 0
     assert "| triton | gamma:2 | 1.2x |" in res.output
     assert out.with_suffix(".png").stat().st_size > 0
+    assert len(read_csv(tmp_path / "arrivals.csv")) == r["sent"]
