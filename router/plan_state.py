@@ -8,6 +8,7 @@ queues over. Pure, like the policy: every estimate takes `now`.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -16,6 +17,11 @@ from router.latency import LatencyModel
 from router.queues import EdfQueue
 from router.types import Request
 from tnx.errors import UserInputError
+
+
+@functools.cache
+def _monotone(latencies: tuple[float, ...]) -> bool:
+    return all(a <= b for a, b in zip(latencies, latencies[1:], strict=False))
 
 
 @dataclass(slots=True)
@@ -186,8 +192,7 @@ class PlanState:
         model = self.sessions[sid].model
         curve = self.latency.curve(model, g.gpu_type)
         assert curve is not None  # checked by build
-        lat = curve.latencies_ms
-        if any(a > b for a, b in zip(lat, lat[1:], strict=False)):
+        if not _monotone(curve.latencies_ms):
             return math.inf  # a smaller batch than planned is no faster only on a monotone curve
         est = self.latency.estimate(g.id, g.gpu_type, model, batch, now)
         base = curve.latency(batch)
