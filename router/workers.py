@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -58,7 +60,18 @@ def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def run_worker(opts: WorkerOptions) -> None:
+def _exit_with(parent: int) -> None:
+    """Stop this worker (gracefully) once its supervisor is gone, even SIGKILLed."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
+
+
+def run_worker(opts: WorkerOptions, parent: int) -> None:
     """One worker: the shared public port, a private one it is known by, one router."""
     import asyncio
 
@@ -68,6 +81,7 @@ def run_worker(opts: WorkerOptions) -> None:
     from router.cli import build_service
     from router.follow import initial_state
 
+    _exit_with(parent)
     public = _bind(opts.host, opts.port, reuse_port=True)
     private = _bind(opts.host, 0, reuse_port=False)
     advertise = f"http://{opts.advertise_host}:{private.getsockname()[1]}"
@@ -91,7 +105,8 @@ def run_worker(opts: WorkerOptions) -> None:
 
 
 def _spawn(opts: WorkerOptions) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "router.workers", json.dumps(asdict(opts))])
+    args = [json.dumps(asdict(opts)), str(os.getpid())]
+    return subprocess.Popen([sys.executable, "-m", "router.workers", *args])
 
 
 def supervise(opts: WorkerOptions, workers: int, grace_s: float = 10.0) -> None:
@@ -130,4 +145,4 @@ def supervise(opts: WorkerOptions, workers: int, grace_s: float = 10.0) -> None:
 
 
 if __name__ == "__main__":
-    run_worker(WorkerOptions(**json.loads(sys.argv[1])))
+    run_worker(WorkerOptions(**json.loads(sys.argv[1])), int(sys.argv[2]))

@@ -166,5 +166,16 @@ def test_workers_share_one_port(control: Service, tmp_path: Path) -> None:
             for w in _owners(control)
         ]
         assert all(n > 0 for n in served), served
+        # A SIGKILLed supervisor takes its workers with it.
+        workers = list(_owners(control))
+        router.kill()
+        assert wait_until(lambda: not any(_answers(w) for w in workers), 10.0, 0.2)
     finally:
         router.stop(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/v2/health/live", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
