@@ -77,6 +77,8 @@ def create_app(cp: ControlPlane, token: str | None) -> FastAPI:
     async def plan(router: str | None = None) -> dict[str, Any]:
         if router:
             cp.register(router)
+            if cp.routers.settling(cp.clock.now()):
+                raise HTTPException(503, "registering routers: poll again")
         rec = cp.current
         if rec is None:
             raise HTTPException(503, "no plan applied yet")

@@ -80,12 +80,21 @@ def assign(
 
 
 class RouterRegistry:
-    """Routers that registered by heartbeat, and the assignment last handed out (no I/O)."""
+    """Routers that registered by heartbeat, and the assignment last handed out (no I/O).
 
-    def __init__(self, timeout_s: float = TIMEOUT_S) -> None:
+    For `timeout_s` after it starts (`started`, a control plane's start or restart) the
+    registry is `settling`: every live router has had time to poll only after that, so
+    until then it hands out no assignment (a restarted control plane must not tell the
+    first router to poll that it is alone and owns every GPU)."""
+
+    def __init__(self, timeout_s: float = TIMEOUT_S, started: float = 0.0) -> None:
         self.timeout_s = timeout_s
+        self.started = started
         self.heartbeats: dict[str, float] = {}  # router URL → time of its last heartbeat
         self.owners: dict[str, str] = {}  # gpu → router, as last assigned
+
+    def settling(self, now: float) -> bool:
+        return now - self.started < self.timeout_s
 
     def heartbeat(self, router: str, now: float) -> None:
         self.heartbeats[router.rstrip("/")] = now

@@ -103,7 +103,8 @@ class ControlPlane:
         self.metrics = ControlMetrics()
         self.epoch = EpochPolicy(EpochConfig(cfg.epoch_s, cfg.tick_s, cfg.min_interval_s))
         self.sampler = RouterSampler(routers or [], cfg.window_s)
-        self.routers = RouterRegistry()  # routers that register by polling the plan
+        # Routers that register by polling the plan.
+        self.routers = RouterRegistry(started=self.clock.now())
         self.monitor = FleetMonitor(
             fleet,
             self.clock,

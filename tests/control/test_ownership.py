@@ -112,7 +112,8 @@ def test_every_gpu_has_one_live_owner_and_loads_are_near_balanced(
 
 def test_registry_names_owners_only_with_two_live_routers() -> None:
     plan = _plan({"g0": 10.0, "g1": 10.0})
-    reg = RouterRegistry()
+    reg = RouterRegistry(started=-5.0)
+    assert reg.settling(-4.0) and not reg.settling(-5.0 + TIMEOUT_S)
     reg.heartbeat("http://a/", 0.0)
     assert reg.assign(plan, 0.5) == {}  # alone: owns all, unnamed
     reg.heartbeat("http://b", 1.0)
