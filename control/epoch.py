@@ -137,7 +137,7 @@ class EpochPolicy:
             self._health, self._failback = [], False
             return Decision(replan=replan, wake_at=tick)
         reconcile, self._reconcile = frozenset(self._reconcile), set()
-        ready = self.last_replan + self.config.min_interval_s
+        ready = self._ready_at()
         replan = self._trigger(now, observed) if now >= ready else None
         if replan is not None:
             return Decision(replan, reconcile, tick)
@@ -147,6 +147,14 @@ class EpochPolicy:
         if now < ready and self._trigger(now, observed) is not None:
             wake = min(wake, ready)
         return Decision(None, reconcile, wake)
+
+    def _ready_at(self) -> float:
+        """The first time the min interval since the last re-plan has passed, as `now - last`
+        counts it (last + min_interval may round to a time a hair short of it)."""
+        t = self.last_replan + self.config.min_interval_s
+        while t - self.last_replan < self.config.min_interval_s:
+            t = math.nextafter(t, math.inf)
+        return t
 
     def _trigger(self, now: float, observed: Mapping[str, float]) -> Replan | None:
         if self._dirty:
