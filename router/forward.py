@@ -14,7 +14,7 @@ cannot be reached, or does not answer within the budget and `MARGIN_S`, is a
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from router.http_errors import RETRY, HttpError
 from router.infer_route import InferHeaders, Reply
@@ -45,16 +45,17 @@ class Forwarder:
         self.failed = 0  # of those, answered 503 owner_unreachable here
 
     async def forward(
-        self, owner: str, path: str, headers: InferHeaders, body: bytes, budget_ms: float
+        self, owner: str, path: str, headers: InferHeaders, body: bytes, budget: float
     ) -> Reply:
-        """The owner's answer to the request (status, body and content headers passed on)."""
+        """The owner's answer to the request (status, body and content headers passed on),
+        `budget` ms before the request's deadline."""
         self.forwarded += 1
         parts = urlsplit(owner)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         lines = [
-            f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n".encode(),
+            f"POST {quote(path)} HTTP/1.1\r\nHost: {parts.netloc}\r\n".encode(),
             b"content-length: %d\r\n" % len(body),
-            b"x-tnx-deadline-ms: %.3f\r\n" % budget_ms,
+            b"x-tnx-deadline-ms: %.3f\r\n" % budget,
         ]
         for name, value in (
             (b"content-type", headers.content_type),
@@ -70,7 +71,7 @@ class Forwarder:
             return self._unreachable(owner, str(err))
         try:
             status, got, answer = await asyncio.wait_for(
-                conn.request(b"".join(lines)), max(budget_ms, 0.0) / 1000.0 + MARGIN_S
+                conn.request(b"".join(lines)), max(budget, 0.0) / 1000.0 + MARGIN_S
             )
         except asyncio.CancelledError:
             conn.abort()  # its answer may still come: nobody else may read it
