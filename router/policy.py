@@ -262,10 +262,12 @@ class BatchPolicy:
         return out
 
     def mark_up(self, now: float, gpu: str) -> list[Action]:
+        was_down = gpu in self._down
         self._down.discard(gpu)
         g = self._plan.gpus.get(gpu)
         if g is not None:
-            g.parked = -1  # it was down: no visit it missed counts
+            if was_down:
+                g.parked = -1  # no visit it missed while down counts
             self._dirty.add(gpu)
             self._touched.update(self._plan.sessions[sid].index for sid, _ in g.sessions)
         out: list[Action] = []
