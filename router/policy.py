@@ -178,7 +178,8 @@ class BatchPolicy:
         s = self._plan.sessions.get(session)
         if s is None:
             return NO_SESSION
-        reason = self._refusal(now, s, deadline, n_samples)
+        best = self._plan.fastest(s, n_samples, now)
+        reason = self._refusal(now, s, deadline, n_samples, best)
         return None if reason == PROBE else reason
 
     # ---- events ---------------------------------------------------------------------
@@ -191,7 +192,8 @@ class BatchPolicy:
         s = self._plan.sessions.get(request.session)
         if s is None:
             return [Drop(request, NO_SESSION)]
-        reason = self._refusal(now, s, request.deadline, request.n_samples)
+        best = self._plan.fastest(s, request.n_samples, now)
+        reason = self._refusal(now, s, request.deadline, request.n_samples, best)
         if reason is None:
             pass
         elif reason == PROBE:
@@ -205,9 +207,13 @@ class BatchPolicy:
             self._dispatch_on(now, gid, out, k)
         # Only this session's head can have moved earlier, so a full recompute is
         # needed only when its queue was empty (the new request is the head).
-        if s.queue and s.queue.head() is request:
+        if s.queue.is_head(request):
             self._touched.add(s.index)
-            t = self._doom_time(s, now)
+            # `_doom_time` of this head: nothing it reads has changed since `best`.
+            mode = self.mode
+            t = None if mode == "none" else request.deadline
+            if mode == "early":
+                t = request.deadline - best  # type: ignore[operator]  # None was refused
             if t is not None and (self._wake is None or t < self._wake):
                 self._wake = t
                 out.append(WakeAt(t))
@@ -299,10 +305,11 @@ class BatchPolicy:
 
     # ---- internals ------------------------------------------------------------------
 
-    def _refusal(self, now: float, s: SessionState, deadline: float, samples: int) -> str | None:
+    def _refusal(
+        self, now: float, s: SessionState, deadline: float, samples: int, best: float | None
+    ) -> str | None:
         """Why an arrival to `s` is refused (a drop reason, or PROBE: hopeless, but send it
-        as a probe), or None to queue it."""
-        best = self._plan.fastest(s, samples, now)
+        as a probe), or None to queue it. `best`: `fastest(s, samples, now)`."""
         if best is None:
             up = any(g not in self._down for g in s.gpus)
             return NO_SERVER if not up else TOO_LARGE

@@ -45,13 +45,16 @@ class EdfQueue:
         key = (r.deadline, self._seq)
         self._seq += 1
         self._samples += r.n_samples
-        if not self or key >= self._keys[-1]:
+        if self._head == len(self._items) or key >= self._keys[-1]:
             self._items.append(r)
             self._keys.append(key)
             return
         i = bisect.bisect_right(self._keys, key, lo=self._head)
         self._items.insert(i, r)
         self._keys.insert(i, key)
+
+    def is_head(self, r: Request) -> bool:
+        return self._head < len(self._items) and self._items[self._head] is r
 
     def head(self) -> Request:
         if not self:
