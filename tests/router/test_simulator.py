@@ -127,3 +127,27 @@ def test_settle_that_skips_acts_as_one_that_visits_everything(mode: str) -> None
         )
     assert runs[0] == runs[1]
     assert len(runs[0][0]) > 300 and len(runs[0][1]) > 50
+
+
+def test_idle_gpus_restart_their_duty_cycle_as_if_visited_at_every_settle() -> None:
+    """An idle GPU skipped by settles still starts its cycles where those visits would have
+    (found by removing `_catch_up`: this trace then dispatches differently)."""
+    p = plan(
+        ("g0", 20.0, [("a", "m", 4, 50.0), ("b", "n", 4, 40.0), ("e", "n", 8, 80.0)]),
+        ("g1", 15.0, [("c", "n", 8, 45.0)]),
+        ("g2", 7.0, [("d", "m", 1, 30.0)]),
+    )
+    rates = iter([50.0, 20.0, 50.0, 100.0, 50.0])
+    for g in p.gpus:
+        for a in g.allocations:
+            a.rate = next(rates)
+    cv = curves(m={1: 5.0, 4: 8.0, 8: 12.0}, n={1: 3.0, 4: 6.0, 8: 11.0})
+    trace = poisson_arrivals(p, 1_000.0, load=0.6, seed=0)
+    runs = []
+    for cls in (BatchPolicy, _FullSettle):
+        lat = profile_latency(p, cv, noise_cv=0.2, seed=0)
+        res = Simulator(cls(p, cv), lat).run(
+            [Request(r.id, r.session, r.arrival, r.deadline) for r in trace]
+        )
+        runs.append([(t, d.gpu, tuple(r.id for r in d.requests)) for t, d in res.dispatches])
+    assert runs[0] == runs[1]
