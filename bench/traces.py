@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from control.types import Plan
+from router.simulator import planned
 from router.types import Request
 from tnx.errors import UserInputError
 
@@ -36,17 +37,6 @@ KINDS = "poisson | gamma:CV | diurnal | azure | FILE.csv"
 # sees the minute-to-minute swings.
 _MINUTE_MS = 60_000.0
 _AZURE_SIGMA = 1.0
-
-
-def planned(plan: Plan) -> tuple[dict[str, float], dict[str, float]]:
-    """({session: planned rate}, {session: SLO ms}) over all of the plan's GPUs."""
-    rates: dict[str, float] = {}
-    slos: dict[str, float] = {}
-    for g in plan.gpus:
-        for a in g.allocations:
-            rates[a.session] = rates.get(a.session, 0.0) + a.rate
-            slos[a.session] = min(slos.get(a.session, math.inf), a.slo_ms)
-    return rates, slos
 
 
 def _renewal(rate_ms: float, duration: float, rng: random.Random, cv: float) -> list[float]:

@@ -151,6 +151,19 @@ def profile_latency(
     return latency
 
 
+def planned(plan: Plan, by: str = "session") -> tuple[dict[str, float], dict[str, float]]:
+    """({key: planned rate}, {key: tightest SLO ms}) over all of the plan's GPUs, keyed by
+    session or, with `by="model"`, by model."""
+    rates: dict[str, float] = {}
+    slos: dict[str, float] = {}
+    for g in plan.gpus:
+        for a in g.allocations:
+            key = a.model if by == "model" else a.session
+            rates[key] = rates.get(key, 0.0) + a.rate
+            slos[key] = min(slos.get(key, math.inf), a.slo_ms)
+    return rates, slos
+
+
 def poisson_arrivals(
     plan: Plan,
     duration_ms: float,
@@ -160,12 +173,7 @@ def poisson_arrivals(
     n_samples: int = 1,
 ) -> list[Request]:
     """Open-loop Poisson arrivals at `load` x each session's planned rate, for `duration_ms`."""
-    rates: dict[str, float] = {}
-    slos: dict[str, float] = {}
-    for g in plan.gpus:
-        for a in g.allocations:
-            rates[a.session] = rates.get(a.session, 0.0) + a.rate
-            slos[a.session] = min(slos.get(a.session, math.inf), a.slo_ms)
+    rates, slos = planned(plan)
     rng = random.Random(seed)
     times: list[tuple[float, str]] = []
     for session in sorted(rates):

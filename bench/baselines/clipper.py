@@ -11,13 +11,13 @@ all met their deadlines, x0.9 after one that missed. Clipper drops nothing.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Mapping
 
 from bench.baselines.base import Baseline
 from control.types import Plan
 from model_repo_tools.profiles import LatencyCurve
+from router.simulator import planned
 from router.types import NO_SERVER, Action, Dispatch, Drop, Request
 
 STEP = 1
@@ -27,12 +27,7 @@ BACKOFF = 0.9
 class Clipper(Baseline):
     def __init__(self, plan: Plan, curves: Mapping[tuple[str, str], LatencyCurve]) -> None:
         super().__init__(plan, curves)
-        rates: dict[str, float] = {}
-        slo: dict[str, float] = {}
-        for g in plan.gpus:
-            for a in g.allocations:
-                rates[a.model] = rates.get(a.model, 0.0) + a.rate
-                slo[a.model] = min(slo.get(a.model, math.inf), a.slo_ms)
+        rates, slo = planned(plan, by="model")
         gpus = [g.gpu for g in plan.gpus]
         need = {m: rates[m] / self._throughput(gpus[0], m, slo[m]) for m in sorted(rates)}
         self.replicas: dict[str, list[str]] = {m: [] for m in need}
