@@ -49,7 +49,7 @@ class GpuState:
     served: set[str] = field(default_factory=set)
     index: int = 0  # place in the plan's gpu order
     # While idle and up: the first of the policy's settle visits not yet applied to the
-    # duty cycle (`BatchPolicy._catch_up`); -1 while busy or down.
+    # duty cycle (`router.settle_index.catch_up`); -1 while busy or down.
     parked: int = 0
     # Upper bounds of l̂(planned batch) per session here, and of their sum, valid until a
     # latency fit on this GPU changes (`PlanState.backlog_bound`); None: to recompute.

@@ -8,56 +8,21 @@ no clock, no asyncio: every event carries `now` (ms) and returns actions
 (`router.types`), so the simulator and the asyncio router run this same code.
 The plan's sessions and GPUs, and the estimates over them, are `router.plan_state`.
 
-Decisions worth knowing:
-
-- **One shared queue per session.** When the plan splits a session over
-  several GPUs, its requests wait in one EDF queue that any of those GPUs
-  pulls from (each at its own planned batch size). Load then balances itself,
-  a GPU going down strands nothing, and a plan switch moves whole queues.
-- **Round robin within the duty cycle, work-conserving.** A free GPU first
-  serves the sessions that have not had a batch in the current cycle (the
-  plan's "one batch per session per cycle"), continuing round robin; if none
-  of those has work it serves the others rather than idle.
-- **Sliding window** (`early`): window = the head run of the queue holding at
-  most the planned batch (fewer when the queue is short); while the head's
-  deadline < now + l(window), drop the head and slide. The first window that
-  can finish in time is the batch. l is `router.latency`'s corrected estimate.
-  Between dispatches a timer drops a head that could no longer finish even
-  alone on the fastest up GPU, so a doomed request is answered at once.
-  `lazy` drops only what has expired; `none` never drops for time.
-- **Refused at the door** (`early`): an arrival is refused at once when the
-  queue ahead of it already holds more than its session's GPUs can serve
-  before its deadline (a fluid estimate: queued samples over the samples per
-  ms its up GPUs serve, each at its planned batch, sharing its round with the
-  other sessions that have work). The HTTP layer asks `admit` before reading
-  the body, so under overload the cheapest answer is the 503, and what is
-  admitted is served in time instead of being dropped at the head later.
-- **Probes.** When the latency model says even a fresh request cannot make
-  its deadline, the session still sends one real batch every `probe_ms` (if
-  the raw profile says it could be on time), so the model keeps seeing real
-  batch times and a stale belief cannot lock the session out.
-- **Failure, retried once.** A failed batch (an error, or a timeout: the
-  server is dead or hung) marks its GPU down; each of its requests goes back
-  to its session's queue, to be served by another up GPU, if it has not
-  failed before and that GPU could still finish it in time; else it is
-  dropped `server_down`. Once, not more: a request that fails twice is more
-  likely to be what kills servers than unlucky, and the retry must not turn
-  one dead server into a storm on the others. Sessions left without an up
-  GPU drop their queue `server_down`; arrivals to them are dropped `no_server`.
+The decisions worth knowing (one shared queue per session, round robin within the
+duty cycle, the sliding window, refusal at the door, probes, failure retried once)
+are set out in docs/router-policy.md.
 """
 
 from __future__ import annotations
 
-import bisect
-import heapq
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from control.types import Plan
 from model_repo_tools.profiles import LatencyCurve
+from router.dispatching import Dispatching, InFlight
 from router.latency import LatencyModel
-from router.plan_state import GpuState, PlanState, SessionState
+from router.plan_state import PlanState, SessionState
+from router.settle_index import MARGIN, VISITS_KEPT, DoomIndex, catch_up, restart_visits
 from router.types import (
     DEADLINE,
     DROP_MODES,
@@ -83,23 +48,11 @@ from router.types import (
 _EPS = 1e-6
 # `_refusal`'s answer for an arrival that looks hopeless but goes out as a probe.
 PROBE = "probe"
-# Times a request whose batch failed goes back to its queue (see "Failure" above).
+# Times a request whose batch failed goes back to its queue ("Failure", docs/router-policy.md).
 RETRIES = 1
-# Slack (ms) on the doom heap's bounds, far above their float rounding: a session whose
-# bound is within it of `now` (or of the best doom time so far) is checked exactly.
-_MARGIN = 1e-3
-# Settle visits kept before every parked GPU is caught up and the list restarts.
-_VISITS_KEPT = 1 << 16
 
 
-@dataclass(slots=True)
-class _InFlight:
-    dispatch: Dispatch
-    gpu_type: str
-    started: float
-
-
-class BatchPolicy:
+class BatchPolicy(Dispatching):
     """Events in, actions out. Not thread-safe; drivers call it from one thread.
 
     >>> policy = BatchPolicy(plan, ProfileSet.load("profiles.json").curves(), drop="early")
@@ -124,7 +77,7 @@ class BatchPolicy:
         # Down marks, in-flight batches and latency corrections outlive plan switches.
         self._down: set[str] = set()
         self._busy: dict[str, int] = {}
-        self._inflight: dict[int, _InFlight] = {}
+        self._inflight: dict[int, InFlight] = {}
         self._next_batch = 0
         self._wake: float | None = None
         self._closed = False
@@ -209,7 +162,7 @@ class BatchPolicy:
         # needed only when its queue was empty (the new request is the head).
         if s.queue.is_head(request):
             self._touched.add(s.index)
-            # `_doom_time` of this head: nothing it reads has changed since `best`.
+            # `DoomIndex.doom_time` of this head: nothing it reads has changed since `best`.
             mode = self.mode
             t = None if mode == "none" else request.deadline
             if mode == "early":
@@ -218,7 +171,7 @@ class BatchPolicy:
                 self._wake = t
                 out.append(WakeAt(t))
         if self._touched:
-            self._rekey(now)
+            self._doom.rekey(now)
         return out
 
     def batch_done(
@@ -324,7 +277,7 @@ class BatchPolicy:
         if (
             s.queue
             # The bound settles most arrivals; only those near the line need the estimate.
-            and now + self._plan.backlog_bound(now, s, samples) * (1 + 1e-9) + _MARGIN > deadline
+            and now + self._plan.backlog_bound(now, s, samples) * (1 + 1e-9) + MARGIN > deadline
             and now + self._plan.backlog_ms(now, s, samples) > deadline
         ):
             return DEADLINE
@@ -348,7 +301,7 @@ class BatchPolicy:
         assert gid is not None
         g = self._plan.gpus[gid]
         if g.parked >= 0:
-            self._catch_up(g, len(self._visits))
+            catch_up(self._visits, g, len(self._visits))
         g.served.add(s.id)
         est = self.latency.estimate(gid, g.gpu_type, s.model, r.n_samples, now)
         return self._start(now, g, s, (r,), r.n_samples, est)
@@ -360,20 +313,6 @@ class BatchPolicy:
         if self.mode == "lazy":
             return r.deadline <= now
         return False
-
-    @staticmethod
-    def _late_reason(now: float, r: Request) -> str:
-        return EXPIRED if r.deadline <= now else DEADLINE
-
-    def _doom_time(self, s: SessionState, now: float) -> float | None:
-        """When the head of `s` becomes hopeless (None: never, or empty)."""
-        if not s.queue or self.mode == "none":
-            return None
-        head = s.queue.head()
-        if self.mode == "lazy":
-            return head.deadline
-        best = self._plan.fastest(s, head.n_samples, now)
-        return None if best is None else head.deadline - best
 
     def _rehome(self, now: float, r: Request, model: str, reason: str, out: list[Action]) -> None:
         """Put `r` back in a queue that can still serve it, or drop it with `reason`."""
@@ -398,22 +337,22 @@ class BatchPolicy:
         """After any event but an arrival: prune queues, fill idle GPUs, re-arm the timer.
 
         As if every session were pruned and every GPU visited, but only those that can
-        act are: sessions whose doom bound has come (`_due`) or whose GPU went down, and
+        act are: sessions whose doom bound has come (`DoomIndex.due`) or whose GPU went down, and
         GPUs that became idle or up or got work (an idle up GPU otherwise has none).
         """
         if self._closed:
             return
-        if len(self._visits) >= _VISITS_KEPT:
-            self._restart_visits()
+        if len(self._visits) >= VISITS_KEPT:
+            self._visits = restart_visits(self._visits, self._plan.gpus.values())
         k = len(self._visits)
         self._visits.append(now)
         if self._touched:
-            self._rekey(now)
+            self._doom.rekey(now)
         slist = self._slist
         if self._all:
             check: list[int] = list(range(len(slist)))
         else:
-            due = self._due(now)
+            due = self._doom.due(now)
             due.update(self._down_check)
             check = sorted(due)
         self._down_check.clear()
@@ -444,8 +383,8 @@ class BatchPolicy:
         for gid in dirty:
             self._dispatch_on(now, gid, out, k, settle=True)
         if self._touched:
-            self._rekey(now)
-        wake = self._earliest_doom(now)
+            self._doom.rekey(now)
+        wake = self._doom.earliest(now)
         if wake is not None and wake != self._wake:
             out.append(WakeAt(wake))
         self._wake = wake
@@ -459,8 +398,8 @@ class BatchPolicy:
         for gid, g in plan.gpus.items():
             g.parked = -1 if gid in self._busy or gid in self._down else 0
         self._visits: list[float] = []
-        self._heap: list[tuple[float, int, int]] = []  # (doom bound, version, session index)
-        self._touched: set[int] = set(range(len(self._slist)))
+        self._doom = DoomIndex(plan, self._slist, self.mode)
+        self._touched = self._doom.touched  # the same set: sessions to re-key
         self._dirty: set[str] = set()
         self._down_check: set[int] = set()
         self._all = True
@@ -469,7 +408,7 @@ class BatchPolicy:
         g = self._plan.gpus.get(gpu)
         if g is not None:
             if g.parked >= 0 and gpu not in self._down:
-                self._catch_up(g, len(self._visits))
+                catch_up(self._visits, g, len(self._visits))
             g.parked = -1
             idx = [self._plan.sessions[sid].index for sid, _ in g.sessions]
             self._touched.update(idx)
@@ -486,152 +425,3 @@ class BatchPolicy:
             s = sessions[sid]
             if s.model == model:
                 self._touched.add(s.index)
-
-    def _bound(self, s: SessionState, now: float) -> float | None:
-        """A lower bound of the session's doom time from now on (None: never doomed)."""
-        if not s.queue or self.mode == "none":
-            return None
-        head = s.queue.head()
-        if self.mode == "lazy":
-            return head.deadline
-        ub = self._plan.fastest_bound(s, head.n_samples, now)
-        return -math.inf if ub is None else head.deadline - ub
-
-    def _rekey(self, now: float) -> None:
-        slist, heap = self._slist, self._heap
-        for i in self._touched:
-            s = slist[i]
-            s.version += 1
-            key = self._bound(s, now)
-            if key is not None:
-                heapq.heappush(heap, (key, s.version, i))
-        self._touched.clear()
-        if len(heap) > 4 * len(slist) + 64:
-            self._heap = [e for e in heap if e[1] == slist[e[2]].version]
-            heapq.heapify(self._heap)
-
-    def _due(self, now: float) -> set[int]:
-        """Pop the sessions whose doom bound has come: only they may need pruning now."""
-        heap, slist = self._heap, self._slist
-        due: set[int] = set()
-        while heap and heap[0][0] <= now + _MARGIN:
-            _, version, i = heapq.heappop(heap)
-            if version == slist[i].version:
-                due.add(i)
-        return due
-
-    def _earliest_doom(self, now: float) -> float | None:
-        """min over sessions of `_doom_time`, reading the heap only as far as its bounds
-        can still beat the best found."""
-        heap, slist = self._heap, self._slist
-        best: float | None = None
-        held: list[tuple[float, int, int]] = []
-        while heap:
-            key, version, i = heap[0]
-            if version != slist[i].version:
-                heapq.heappop(heap)
-                continue
-            if best is not None and key - _MARGIN > best:
-                break
-            held.append(heapq.heappop(heap))
-            t = self._doom_time(slist[i], now)
-            if t is not None and (best is None or t < best):
-                best = t
-        for e in held:
-            heapq.heappush(heap, e)
-        return best
-
-    def _catch_up(self, g: GpuState, upto: int) -> None:
-        """Apply to an idle GPU's duty cycle the settle visits it was spared, [parked, upto):
-        each visit at or after the cycle's end starts a new cycle."""
-        visits = self._visits
-        lo, cs, d = g.parked, g.cycle_start, g.duty_cycle
-        while True:
-            j = bisect.bisect_left(visits, cs + d, lo, upto)
-            if j >= upto:
-                break
-            cs = visits[j]
-            g.served.clear()
-            lo = j + 1
-        g.cycle_start = cs
-        g.parked = upto
-
-    def _restart_visits(self) -> None:
-        n = len(self._visits)
-        for g in self._plan.gpus.values():
-            if g.parked >= 0:
-                self._catch_up(g, n)
-                g.parked = 0
-        self._visits = []
-
-    def _dispatch_on(
-        self, now: float, gid: str, out: list[Action], k: int, settle: bool = False
-    ) -> None:
-        """If `gid` is up and idle, start its next batch (round robin, duty cycle first).
-        `k`: the number of settle visits before this one (`settle`: this one is a settle's)."""
-        if gid in self._busy or gid in self._down or self._closed:
-            return
-        g = self._plan.gpus[gid]
-        if g.parked >= 0:
-            self._catch_up(g, k)
-        g.parked = k + 1 if settle else k
-        n = len(g.sessions)
-        if n == 0:
-            return
-        if now >= g.cycle_start + g.duty_cycle:
-            g.cycle_start = now
-            g.served.clear()
-        for second_round in (False, True):
-            for k in range(n):
-                i = (g.rr + k) % n
-                sid, batch = g.sessions[i]
-                if (sid in g.served) != second_round:
-                    continue
-                d = self._form(now, g, self._plan.sessions[sid], batch, out)
-                if d is not None:
-                    g.rr = (i + 1) % n
-                    g.served.add(sid)
-                    out.append(d)
-                    return
-
-    def _form(
-        self, now: float, g: GpuState, s: SessionState, batch: int, out: list[Action]
-    ) -> Dispatch | None:
-        """Nexus's sliding window over `s`'s queue for a batch of at most `batch` samples."""
-        q = s.queue
-        if q:
-            self._touched.add(s.index)
-        while q:
-            n, samples = q.window(batch)
-            head = q.head()
-            curve = self.latency.curve(s.model, g.gpu_type)
-            if curve is None or samples > curve.max_batch:
-                out.append(Drop(q.pop(), TOO_LARGE))
-                continue
-            est = self.latency.estimate(g.id, g.gpu_type, s.model, samples, now)
-            if self.mode == "early" and now + est > head.deadline:
-                out.append(Drop(q.pop(), self._late_reason(now, head)))
-                continue
-            if self.mode == "lazy" and head.deadline <= now:
-                out.append(Drop(q.pop(), EXPIRED))
-                continue
-            return self._start(now, g, s, q.take(n, samples), samples, est)
-        return None
-
-    def _start(
-        self,
-        now: float,
-        g: GpuState,
-        s: SessionState,
-        requests: tuple[Request, ...],
-        samples: int,
-        est: float,
-    ) -> Dispatch:
-        bid = self._next_batch
-        self._next_batch += 1
-        d = Dispatch(g.id, s.id, s.model, requests, bid, samples, est)
-        self._busy[g.id] = bid
-        g.parked = -1
-        self._inflight[bid] = _InFlight(d, g.gpu_type, now)
-        s.last_dispatch = now
-        return d

@@ -131,7 +131,7 @@ def test_settle_that_skips_acts_as_one_that_visits_everything(mode: str) -> None
 
 def test_idle_gpus_restart_their_duty_cycle_as_if_visited_at_every_settle() -> None:
     """An idle GPU skipped by settles still starts its cycles where those visits would have
-    (found by removing `_catch_up`: this trace then dispatches differently)."""
+    (found by removing `catch_up`: this trace then dispatches differently)."""
     p = plan(
         ("g0", 20.0, [("a", "m", 4, 50.0), ("b", "n", 4, 40.0), ("e", "n", 8, 80.0)]),
         ("g1", 15.0, [("c", "n", 8, 45.0)]),
