@@ -138,22 +138,26 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             stop_fleet(fl, grace_s=5)
 
 
-@pytest.mark.integration
-def test_attach_writes_a_fleet_of_running_servers(running: Running, tmp_path: Path) -> None:
-    state = tmp_path / "fleet.json"
-    addrs = [g.server for g in running.good.gpus]
-    out = tnx(
+def attach_cpu(cwd: Path, *args: str, check: bool = True):
+    """`tnx fleet attach ARGS… --gpu-type cpu --gpu-memory 1 GiB` run in `cwd`."""
+    return tnx(
         "fleet",
         "attach",
-        *addrs,
+        *args,
         "--gpu-type",
         "cpu",
         "--gpu-memory",
         str(GIB),
-        "--state",
-        str(state),
-        cwd=tmp_path,
+        cwd=cwd,
+        check=check,
     )
+
+
+@pytest.mark.integration
+def test_attach_writes_a_fleet_of_running_servers(running: Running, tmp_path: Path) -> None:
+    state = tmp_path / "fleet.json"
+    addrs = [g.server for g in running.good.gpus]
+    out = attach_cpu(tmp_path, *addrs, "--state", str(state))
     assert "fleet of 2 attached" in out.stdout
     fleet = Fleet.load(state)
     assert [g.server for g in fleet.gpus] == addrs
@@ -176,19 +180,8 @@ def test_a_server_not_in_explicit_mode_is_named_in_one_line(
 ) -> None:
     bad = running.polling.gpus[0].server
     state = tmp_path / "fleet.json"
-    proc = tnx(
-        "fleet",
-        "attach",
-        running.good.gpus[0].server,
-        bad,
-        "--gpu-type",
-        "cpu",
-        "--gpu-memory",
-        str(GIB),
-        "--state",
-        str(state),
-        cwd=tmp_path,
-        check=False,
+    proc = attach_cpu(
+        tmp_path, running.good.gpus[0].server, bad, "--state", str(state), check=False
     )
     line = one_line_error(proc)
     assert f"server {bad}: not in explicit model-control mode" in line
@@ -200,20 +193,8 @@ def test_a_server_not_in_explicit_mode_is_named_in_one_line(
 def test_an_unreachable_server_is_named_in_one_line_after_the_wait(tmp_path: Path) -> None:
     gone = f"127.0.0.1:{_free_row(1)}"
     t0 = time.monotonic()
-    proc = tnx(
-        "fleet",
-        "attach",
-        gone,
-        "--gpu-type",
-        "cpu",
-        "--gpu-memory",
-        str(GIB),
-        "--wait",
-        "1.5",
-        "--state",
-        str(tmp_path / "f.json"),
-        cwd=tmp_path,
-        check=False,
+    proc = attach_cpu(
+        tmp_path, gone, "--wait", "1.5", "--state", str(tmp_path / "f.json"), check=False
     )
     assert time.monotonic() - t0 >= 1.5
     line = one_line_error(proc)
