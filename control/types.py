@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from model_repo_tools.profiles import ContractFile, unique_ids
+from model_repo_tools.contracts import ContractFile, unique_ids
 
 
 class Session(BaseModel):

@@ -1,12 +1,13 @@
-"""Loading and writing the JSON contract files, with one-line errors naming file and field."""
+"""The JSON contract files of DESIGN.md (profiles, fleet, workload, plan): their common base,
+loading and writing with one-line errors naming file and field."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Self, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from tnx.errors import ContractError
 
@@ -43,3 +44,33 @@ def write_contract(path: str | Path, obj: BaseModel) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(obj.model_dump_json(indent=1, exclude_none=True) + "\n")
     tmp.replace(path)
+
+
+class ContractFile(BaseModel):
+    """A JSON contract file of DESIGN.md (profiles, fleet, workload, plan): unknown fields
+    kept, read and written with one-line errors that name the file and field."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        return load_contract(path, cls)
+
+    def save(self, path: str | Path) -> None:
+        write_contract(path, self)
+
+
+def unique_ids(what: str) -> AfterValidator:
+    """A list field's check that its items' `id`s are unique (the error names the least
+    repeated one): `Annotated[list[X], unique_ids("gpu id")]`."""
+
+    def check(items: list[Any]) -> list[Any]:
+        seen: set[str] = set()
+        dup: set[str] = set()
+        for item in items:
+            (dup if item.id in seen else seen).add(item.id)
+        if dup:
+            raise ValueError(f"duplicate {what} {min(dup)!r}")
+        return items
+
+    return AfterValidator(check)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_repo_tools.profiles import ContractFile, unique_ids
+from model_repo_tools.contracts import ContractFile, unique_ids
 
 
 class FleetGpu(BaseModel):

@@ -11,42 +11,10 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from model_repo_tools.contracts import load_contract, write_contract
-
-
-class ContractFile(BaseModel):
-    """A JSON contract file of DESIGN.md (profiles, fleet, workload, plan): unknown fields
-    kept, read and written with one-line errors that name the file and field."""
-
-    model_config = ConfigDict(extra="allow")
-
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        return load_contract(path, cls)
-
-    def save(self, path: str | Path) -> None:
-        write_contract(path, self)
-
-
-def unique_ids(what: str) -> AfterValidator:
-    """A list field's check that its items' `id`s are unique (the error names the least
-    repeated one): `Annotated[list[X], unique_ids("gpu id")]`."""
-
-    def check(items: list[Any]) -> list[Any]:
-        seen: set[str] = set()
-        dup: set[str] = set()
-        for item in items:
-            (dup if item.id in seen else seen).add(item.id)
-        if dup:
-            raise ValueError(f"duplicate {what} {min(dup)!r}")
-        return items
-
-    return AfterValidator(check)
+from model_repo_tools.contracts import ContractFile
 
 
 class BatchPoint(BaseModel):
