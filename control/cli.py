@@ -33,9 +33,9 @@ def plan(
     from control.types import Plan, Workload
     from model_repo_tools.fleet import Fleet
     from model_repo_tools.profiles import ProfileSet
+    from tnx.cli_args import one_of
 
-    if policy not in POLICIES:
-        raise UserInputError(f"--policy: unknown {policy!r} (choose {', '.join(POLICIES)})")
+    one_of("--policy", policy, POLICIES)
     if (fleet is None) == (gpu_type is None):
         raise UserInputError("give either --fleet F or --gpu-type T [--gpu-memory B]")
     if gpu_memory is not None and gpu_type is None:
