@@ -7,6 +7,8 @@ from TNX_ADMIN_TOKEN or `--token`), except routers' reports of failed batches
 `revision` or its GPUs' owners change; the poll is their registration and
 heartbeat (`control.ownership`): each planned GPU's `owner` is the one live
 router that dispatches to it. `GET /v1/routers` lists the live routers.
+`GET /v1/queries` lists the queries with the budgets query analysis last gave
+their stages (the plan carries them too, for the routers).
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class SessionBody(BaseModel):
     model: str = Field(min_length=1)
     slo_ms: float = Field(gt=0)
     rate: float = Field(ge=0)
+
+
+def _dump(model: BaseModel | None) -> dict[str, Any] | None:
+    return None if model is None else model.model_dump(mode="json", exclude_none=True)
 
 
 def create_app(cp: ControlPlane, token: str | None) -> FastAPI:
@@ -152,6 +158,16 @@ def create_app(cp: ControlPlane, token: str | None) -> FastAPI:
                     "allocated_rate": allocated.get(s.id, 0.0),
                 }
                 for s in cp.sessions()
+            ]
+        }
+
+    @app.get("/v1/queries")
+    async def queries() -> dict[str, Any]:
+        plans = {q.id: q for q in cp.query_plans}
+        return {
+            "queries": [
+                {**q.model_dump(mode="json"), "plan": _dump(plans.get(q.id))}
+                for q in cp.queries.queries()
             ]
         }
 

@@ -47,11 +47,13 @@ from control.monitor import Changes, FleetMonitor
 from control.ownership import RouterRegistry
 from control.probe import Prober
 from control.problem import fleet_classes
+from control.query_analysis import Analysis, analyse, need_on
+from control.query_store import QueryStore
 from control.sampling import RouterSampler
 from control.scheduler import schedule, workload_sessions
 from control.store import Store
-from control.types import Plan, Session, Workload
-from model_repo_tools.fleet import Fleet
+from control.types import Plan, QueryPlan, Session, Workload
+from model_repo_tools.fleet import Fleet, FleetGpu
 from model_repo_tools.profiles import ProfileSet
 from tnx.errors import UserInputError
 
@@ -96,6 +98,9 @@ class ControlPlane:
         clock: Clock | None = None,
     ) -> None:
         self.fleet, self.repo, self.profiles, self.store = fleet, Path(repo), profiles, store
+        # The queries' structure, kept across restarts; their budgets as last published.
+        self.queries = QueryStore(store.path)
+        self.query_plans: list[QueryPlan] = []
         self.curves = profiles.curves()
         self.config = cfg = config or ControlConfig()
         self.clock = clock or RealClock()
@@ -127,11 +132,27 @@ class ControlPlane:
     # ---- sessions and rates ---------------------------------------------------------
 
     def seed(self, workload: Workload) -> None:
-        """First start: the workload's sessions (queries split into stage sessions)."""
-        if self.store.sessions():
-            return  # a restart keeps what the store holds
-        for s in workload_sessions(workload, self.curves, fleet_classes(self.fleet)):
-            self.store.put_session(s)
+        """First start: the workload's sessions (queries split into stage sessions) and its
+        queries; a restart keeps what the store holds."""
+        if not self.store.sessions():
+            for s in workload_sessions(workload, self.curves, fleet_classes(self.fleet)):
+                self.store.put_session(s)
+        if not self.queries.queries():  # also a store seeded before queries were kept
+            known = {s.id for s in self.store.sessions()}
+            for q in workload.queries:
+                if all(f"{q.id}/{st.id}" in known for st in q.stages):
+                    self.queries.put(q)
+
+    def _analyse(self, sessions: list[Session]) -> Analysis:
+        """Query analysis (Nexus §6.2) again, for the rates about to be planned: stage
+        sessions whose budget moved are stored with it, the queries' plans published."""
+        types = {g.gpu_type for g in self.fleet.gpus}
+        result = analyse(self.queries.queries(), sessions, need_on(self.curves, types))
+        stored = {s.id: s for s in self.store.sessions()}
+        for s in result.changed:
+            self.store.put_session(stored[s.id].model_copy(update={"slo_ms": s.slo_ms}))
+        self.query_plans = result.plans
+        return result
 
     def sessions(self) -> list[Session]:
         return self.store.sessions()
@@ -190,6 +211,7 @@ class ControlPlane:
         if last is not None and not self._uses_down_server(last[1]):
             # A restart: reconcile the fleet with the stored plan (normally: nothing to load).
             revision, plan = last
+            self.query_plans = plan.queries
             result = await asyncio.to_thread(self.actuator.apply, plan, None, self.live_gpus())
             self._adopt(revision, result, Replan("restart", "restart"))
             self.epoch.replan_started(self.clock.now())
@@ -278,6 +300,42 @@ class ControlPlane:
         for gpu_id, error in result.unreachable.items():
             self.report(gpu_id, False, error)
 
+    # ---- fleet membership (fleet discovery: control.membership) ---------------------
+
+    def join(self, gpus: list[FleetGpu]) -> None:
+        """Qualified servers discovery names: planned on. A new one is planned at once; one
+        that left and came back fails back like a recovered server, after healthy probes."""
+        known = self.fleet.by_id()
+        new = [g for g in gpus if g.id not in known]
+        self.fleet.gpus.extend(new)
+        fresh = [g.server for g in new if self.health.is_up(g.server)]
+        if fresh and self.current is not None:
+            why = Replan(f"fleet: server {', '.join(fresh)} joined", "fleet")
+            task = asyncio.get_running_loop().create_task(self.replan(why))
+            self._breaks.add(task)
+            task.add_done_callback(self._breaks.discard)
+
+    def leave(self, servers: list[str], why: str) -> None:
+        """Servers discovery names no more: out of the fleet and down, as failed ones."""
+        gone = set(servers)
+        self.fleet.gpus[:] = [g for g in self.fleet.gpus if g.server not in gone]
+        now = self.clock.now()
+        changed: Changes = []
+        for server in sorted(gone):
+            t = self.health.observe(now, server, False, why)
+            self.metrics.server(server, False, t)
+            if t is not None:
+                changed.append((server, t))
+        if changed:
+            self._on_health_change(changed)
+
+    def forget(self, servers: list[str]) -> None:
+        """Servers gone long enough: no longer down, so the outage they began is over."""
+        for server in servers:
+            if not any(g.server == server for g in self.fleet.gpus):
+                self.health.forget(server)
+                self.metrics.server_up.remove(server)
+
     # ---- planning and actuation -----------------------------------------------------
 
     async def reconcile(self, servers: set[str]) -> list[tuple[str, str]]:
@@ -300,6 +358,7 @@ class ControlPlane:
             self.epoch.replan_started(self.clock.now())
             rates = planning_rates(self.sessions(), self.observed_rates())
             sessions = [s.model_copy(update={"rate": rates[s.id]}) for s in self.sessions()]
+            sessions = self._analyse(sessions).sessions
             previous = self.current.plan if self.current else None
             base = self.epoch.base(why, previous)
             live = self.live_gpus()
@@ -311,6 +370,7 @@ class ControlPlane:
                 plan = sched.plan
             else:
                 plan = nothing_up(sessions, self.health.down())
+            plan = plan.model_copy(update={"queries": self.query_plans})
             self.epoch.planned(rates, outage_over=not self.health.down())
             self.metrics.rates("planned", rates)
             if previous is not None and plan == previous:
@@ -348,6 +408,8 @@ class ControlPlane:
         return record
 
     def _adopt(self, revision: int, result: ApplyResult, why: Replan) -> PlanRecord:
+        if result.plan.queries != self.query_plans:  # a failed load's plan is rebuilt bare
+            result.plan = result.plan.model_copy(update={"queries": self.query_plans})
         record = PlanRecord(revision, result.plan, self.clock.wall(), why.reason, result.loaded)
         self.store.save_plan(revision, result.plan, record.applied_at)
         self.current = record

@@ -104,7 +104,41 @@ class Unplaced(BaseModel):
     model: str | None = None  # so a router can say "known, not placed now" (503, not 404)
 
 
+class StagePlan(BaseModel):
+    """A query's stage as routers run it: its session and the SLO share query analysis gave it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    session: str = Field(min_length=1)  # `<query>/<stage>`
+    budget_ms: float = Field(gt=0)
+    after: str | None = None
+    fanout: float = Field(default=1.0, gt=0)  # expected items per parent request (planning)
+
+
+class QueryPlan(BaseModel):
+    """A query in the plan routers fetch: its end-to-end SLO and its stages' budgets."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1)
+    slo_ms: float = Field(gt=0)
+    rate: float = Field(default=0.0, ge=0)
+    stages: list[StagePlan] = Field(min_length=1)
+
+
 class Plan(ContractFile):
     version: int = 1
     gpus: list[GpuPlan] = Field(default_factory=list)
     unplaced: list[Unplaced] = Field(default_factory=list)
+    # Added for `POST /v1/queries/{query}`; absent when empty, so a plan without queries reads
+    # and writes as before, and readers that do not know the field keep ignoring it.
+    queries: list[QueryPlan] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _queries_when_any(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if not data.get("queries"):
+            data.pop("queries", None)
+        return data
