@@ -81,6 +81,11 @@ class FleetHealth:
         self._suspects.add(server)
         return True
 
+    def forget(self, server: str) -> None:
+        """`server` is no longer part of the fleet (fleet discovery saw it go for good)."""
+        self._state.pop(server, None)
+        self._suspects.discard(server)
+
     def is_up(self, server: str) -> bool:
         st = self._state.get(server)
         return st is None or st.up

@@ -99,6 +99,27 @@ class FleetMonitor:
             self._on_change(changed)
         return changed
 
+    def depart(self, servers: list[str], why: str) -> Changes:
+        """Servers that left the fleet (fleet discovery): down now, as a failed probe
+        would make them, and not probed any more (they are out of the fleet)."""
+        now = self.clock.now()
+        changed: Changes = []
+        for server in servers:
+            t = self.health.observe(now, server, False, why)
+            self.metrics.server(server, False, t)
+            if t is not None:
+                changed.append((server, t))
+        if changed:
+            self._on_change(changed)
+        return changed
+
+    def forget(self, servers: list[str]) -> None:
+        """Servers gone for good: no longer down, so the outage they began is over."""
+        for server in servers:
+            self.health.forget(server)
+            with contextlib.suppress(KeyError):
+                self.metrics.server_up.remove(server)
+
     def report(self, gpu_id: str, healthy: bool, error: str = "") -> bool:
         """A router's view of a GPU: a failed batch asks for a probe of its server now.
         Returns whether a probe was started."""

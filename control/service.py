@@ -300,41 +300,23 @@ class ControlPlane:
         for gpu_id, error in result.unreachable.items():
             self.report(gpu_id, False, error)
 
-    # ---- fleet membership (fleet discovery: control.membership) ---------------------
+    # ---- fleet membership (fleet discovery, control.membership) ---------------------
 
     def join(self, gpus: list[FleetGpu]) -> None:
-        """Qualified servers discovery names: planned on. A new one is planned at once; one
-        that left and came back fails back like a recovered server, after healthy probes."""
+        """Qualified servers discovery found: a new one is planned on at once; one that left
+        and came back fails back as a recovered server does, after its healthy probes."""
         known = self.fleet.by_id()
-        new = [g for g in gpus if g.id not in known]
-        self.fleet.gpus.extend(new)
-        fresh = [g.server for g in new if self.health.is_up(g.server)]
-        if fresh and self.current is not None:
+        self.fleet.gpus.extend(new := [g for g in gpus if g.id not in known])
+        if fresh := [g.server for g in new if self.health.is_up(g.server)]:
             why = Replan(f"fleet: server {', '.join(fresh)} joined", "fleet")
             task = asyncio.get_running_loop().create_task(self.replan(why))
             self._breaks.add(task)
             task.add_done_callback(self._breaks.discard)
 
     def leave(self, servers: list[str], why: str) -> None:
-        """Servers discovery names no more: out of the fleet and down, as failed ones."""
-        gone = set(servers)
-        self.fleet.gpus[:] = [g for g in self.fleet.gpus if g.server not in gone]
-        now = self.clock.now()
-        changed: Changes = []
-        for server in sorted(gone):
-            t = self.health.observe(now, server, False, why)
-            self.metrics.server(server, False, t)
-            if t is not None:
-                changed.append((server, t))
-        if changed:
-            self._on_health_change(changed)
-
-    def forget(self, servers: list[str]) -> None:
-        """Servers gone long enough: no longer down, so the outage they began is over."""
-        for server in servers:
-            if not any(g.server == server for g in self.fleet.gpus):
-                self.health.forget(server)
-                self.metrics.server_up.remove(server)
+        """Servers discovery finds no more: out of the fleet, down as failed ones are."""
+        self.fleet.gpus[:] = [g for g in self.fleet.gpus if g.server not in servers]
+        self.monitor.depart(servers, why)
 
     # ---- planning and actuation -----------------------------------------------------
 
