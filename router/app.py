@@ -48,6 +48,7 @@ from router.metrics import RouterMetrics
 from router.model_schema import TensorSpec, specs_from_metadata, validate_inputs
 from router.ownership import Share
 from router.policy import BatchPolicy
+from router.queries import QueryTable
 from router.routing import SessionTable, session_rows
 from router.types import Answered, DropMode
 from tnx.errors import ContractError, ServerError
@@ -121,6 +122,7 @@ class RouterService:
         self.revision = 0  # the control plane's plan revision this router runs
         check_plan_against_fleet(plan, fleet)
         self.sessions = SessionTable(plan)
+        self.queries = QueryTable(plan, curves)  # `POST /v1/queries/{query}`: router.query_route
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -190,6 +192,7 @@ class RouterService:
         self.router.switch_plan(share.local)
         self.plan, self.fleet, self.share = plan, fleet, share
         self.sessions.update(plan)
+        self.queries.update(plan)
         if revision is not None:
             self.revision = revision
 
@@ -363,9 +366,10 @@ def create_app(service: RouterService, control: str | None = None) -> FastAPI:
 
     app = _RouterApp(service.infer, title="tnx router", lifespan=lifespan)
     app.state.service = service
-    from router import extensions, openapi  # extensions imports this module
+    from router import extensions, openapi, query_route  # they import this module
 
     extensions.install(app, service)  # config, stats, versions: before /v2/models/{model}
+    query_route.install(app, service)
     openapi.install(app)
 
     @app.exception_handler(HttpError)

@@ -197,6 +197,66 @@ def _infer_operation(op_id: str, *params: dict) -> dict:
     }
 
 
+def _query_operation() -> dict:
+    """`POST /v1/queries/{query}` (router.query_route, docs/queries.md)."""
+    retry = {"Retry-After": {"description": "Seconds to wait.", "required": True, "schema": COUNT}}
+    query = _param("query", "path", "Query id, as `workload.json` names it.", STRING)
+    return {
+        "post": {
+            "operationId": "query",
+            "summary": "Run a multi-model query end to end under its SLO",
+            "description": (
+                "The body is a KServe v2 inference request for the root stage's model (JSON, or "
+                "the binary tensor extension). Each stage runs as requests of its session "
+                "`<query>/<stage>` in the router's batching queues, its inputs taken from its "
+                "parent's outputs: by name, else by position; a parent output of shape "
+                "`[*lead, *dims]` feeding an input of shape `dims` fans out into `prod(lead)` "
+                "one-sample requests, and the stage's outputs are `[*lead, *its dims]`. The "
+                "query's deadline is its arrival plus its SLO: each stage request must end in "
+                "time for the least latency of the stages after it, and the query is answered "
+                "503 `deadline` as soon as that cannot be met. Outputs come back as JSON."
+            ),
+            "parameters": [
+                query,
+                _param(
+                    INFERENCE_HEADER,
+                    "header",
+                    "Binary tensor data extension: length of the JSON header.",
+                    COUNT,
+                    required=False,
+                ),
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    JSON: {"schema": ref("InferenceRequest")},
+                    BINARY: {"schema": {"type": "string", "format": "binary"}},
+                },
+            },
+            "responses": {
+                "200": _json("Every stage's outputs, keyed by stage id.", "QueryResponse"),
+                "400": _error(
+                    "Malformed body, or inputs that do not fit the root stage's model, or "
+                    "more samples than its planned batches hold."
+                ),
+                "404": _error("No plan names this query."),
+                "413": _error("The body is larger than the router accepts (`--max-body-mb`)."),
+                "500": _error(
+                    "The query's stages do not fit each other: a parent's outputs cannot feed "
+                    "its child's inputs (a workload error)."
+                ),
+                "503": _error(
+                    "Not served: the query cannot meet its deadline (`deadline`, `expired`), a "
+                    "stage session has no placement now (`no_placement`), no server of a stage "
+                    "is up (`no_server`, `server_down`), or the router is overloaded or "
+                    "shutting down; `reason` says which.",
+                    retry,
+                ),
+            },
+        }
+    }
+
+
 def _paths() -> dict[str, dict]:
     text = {"content": {"text/html": {"schema": {"type": "string"}}}}
     return {
@@ -250,6 +310,7 @@ def _paths() -> dict[str, dict]:
             "parameters": [_MODEL, _VERSION],
             **_infer_operation("model_version_infer"),
         },
+        "/v1/queries/{query}": _query_operation(),
         "/v1/sessions": _get(
             "sessions",
             "Per-session arrival counts, for the control plane's rate estimates",

@@ -3,7 +3,7 @@ builders they and the paths (`router.openapi`) are made of.
 
 The bodies are Triton's: KServe v2 inference requests and responses, model metadata,
 the model configuration and statistics extensions' answers, KServe's error body;
-besides them, the router's own `/v1/sessions`.
+besides them, the router's own `/v1/sessions` and `/v1/queries/{query}` answer.
 """
 
 from __future__ import annotations
@@ -212,4 +212,21 @@ def schemas() -> dict[str, dict]:
             "sessions": array(session),
         }
     )
-    return {**_kserve(), **_models(), "Sessions": sessions}
+    query = obj(
+        {
+            "query": STRING,
+            "id": STRING,
+            "stage_done_ms": {
+                "type": "object",
+                "description": "Per stage, milliseconds from the query's arrival to its end.",
+                "additionalProperties": {"type": "number"},
+            },
+            "stages": {
+                "type": "object",
+                "description": "Per stage id, its model's answer (KServe v2, JSON outputs).",
+                "additionalProperties": ref("InferenceResponse"),
+            },
+        },
+        optional=("id",),
+    )
+    return {**_kserve(), **_models(), "Sessions": sessions, "QueryResponse": query}
