@@ -11,11 +11,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from control.tables import BatchTable
 from control.types import Session, Unplaced
 from model_repo_tools.fleet import Fleet
 from model_repo_tools.profiles import LatencyCurve
+
+if TYPE_CHECKING:
+    from control.prefix_plan import Share
 
 
 @dataclass(slots=True, frozen=True)
@@ -47,6 +51,8 @@ class Demand:
     # The same session on the other GPU classes that can serve it, cheapest first: the
     # packers fall back to them to empty a GPU.
     alts: tuple[Demand, ...] = ()
+    # Where the model runs as a shared prefix then its suffix (control.prefix_plan).
+    share: Share | None = None
 
 
 @dataclass(slots=True)
@@ -74,6 +80,7 @@ class TableCache:
     def __init__(self, curves: Mapping[tuple[str, str], LatencyCurve]) -> None:
         self._curves = curves
         self._tables: dict[tuple[str, str], BatchTable] = {}
+        self.split: dict[str, tuple[str, str]] | None = None  # control.prefix_plan.split_models
 
     def get(self, model: str, gpu_type: str) -> BatchTable | None:
         key = (model, gpu_type)
@@ -92,7 +99,11 @@ def resolve(
 
     Sessions without any usable class become `unplaced` with the reason.
     """
+    from control.prefix_plan import share_of, split_models
+
     tables = curves if isinstance(curves, TableCache) else TableCache(curves)
+    if tables.split is None:
+        tables.split = split_models(tables._curves)
     prob = Problem(classes=list(classes))
     types = sorted({c.gpu_type for c in classes})
     for s in sessions:
@@ -122,6 +133,8 @@ def resolve(
             options.sort(key=lambda o: o[:2])
             best = options[0][2]
             best.alts = tuple(o[2] for o in options[1:])
+            if s.model in tables.split:
+                best.share = share_of(s.model, best.gclass.gpu_type, tables.get, tables.split)
             prob.demands.append(best)
             continue
         if not reasons:

@@ -20,7 +20,8 @@ What it changes from the paper's greedy merge, and why:
 - The paper's plan, after the same dissolving, is a candidate too, so this policy
   never uses more GPUs than `nexus-paper`.
 
-The packers are in control.packers, the packings tried (`Trial`) in control.trials.
+The packers are in control.packers, the packings tried (`Trial`) in control.trials;
+sessions sharing a prefix are packed as one load (control.prefix_plan).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from control.consolidate import dissolve
 from control.nexus_paper import plan_nexus
 from control.nodes import Node
 from control.packers import residuals
+from control.prefix_plan import sharing
 from control.problem import Demand, GpuClass
 from control.trials import Trial, trials
 
@@ -69,7 +71,7 @@ def retarget(demands: list[Demand], gclass: GpuClass, ratio: float = math.inf) -
     return out
 
 
-def plan_tnx(demands: list[Demand]) -> list[Node]:
+def _plan_tnx(demands: list[Demand]) -> list[Node]:
     ours, won = _plan(demands)
     classes = {id(d.gclass): d.gclass for d in demands}
     if len(classes) > 1 and any(math.isfinite(c.memory) for c in classes.values()):
@@ -92,6 +94,10 @@ def plan_tnx(demands: list[Demand]) -> list[Node]:
     # never uses more GPUs than `nexus-paper`.
     paper = dissolve(plan_nexus(demands))
     return ours if _score(ours) <= _score(paper) else paper
+
+
+# Prefix groups are planned as one load each (control.prefix_plan, Nexus's prefix batching).
+plan_tnx = sharing(_plan_tnx)
 
 
 def _plan(demands: list[Demand], only: Trial | None = None) -> tuple[list[Node], Trial | None]:

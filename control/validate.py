@@ -3,6 +3,8 @@
 Independent of the packers on purpose: it reads only the plan, the sessions and
 the profiles, and evaluates l(b) through `LatencyCurve`, so a packer bug cannot
 hide behind a shared helper. Comparisons allow 1e-6 relative slack for floats.
+Sessions sharing a prefix on a GPU count as their group (`shared_groups`): one prefix
+batch of all their requests plus a suffix batch each, in the cycle and in each one's SLO.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import math
 from collections.abc import Iterable, Mapping
 
 from control.tables import EPS, BatchTable
-from control.types import Plan, Session
+from control.types import GpuPlan, Plan, Session
+from model_repo_tools.prefix_names import parts
 from model_repo_tools.profiles import LatencyCurve
 
 TOL = 1e-6
@@ -33,6 +36,7 @@ def validate_plan(
     `gpu_memory` maps GPU ids to bytes; GPUs absent from it get `default_memory`.
     """
     by_id = {s.id: s for s in sessions}
+    split = parts({m for m, _ in curves})
     out: list[str] = []
     placed: dict[str, float] = {}
     seen: set[str] = set()
@@ -43,6 +47,12 @@ def validate_plan(
         seen.add(g.gpu)
         d = g.duty_cycle_ms
         total_lat = total_mem = 0.0
+        groups = shared_groups(g, split, curves, by_id)
+        for name, (lat, mem, _) in groups.items():
+            total_lat += lat
+            total_mem += mem
+            if lat <= 0:
+                out.append(f"{where}: prefix {name} runs a batch above its profile")
         for a in g.allocations:
             s = by_id.get(a.session)
             if s is None:
@@ -61,8 +71,12 @@ def validate_plan(
                 out.append(f"{where}: {a.session} batch {a.batch} > profiled {curve.max_batch}")
                 continue
             lb = curve.latency(a.batch)
-            total_lat += lb
-            total_mem += curve.memory(a.batch)
+            group = groups.get(split[s.model][0]) if s.model in split else None
+            if group is not None and a.session in group[2]:
+                lb = group[0]  # the whole path: the group's prefix batch and every suffix
+            else:
+                total_lat += lb
+                total_mem += curve.memory(a.batch)
             if not _le(a.rate * d / 1000.0, a.batch):
                 out.append(
                     f"{where}: {a.session} gets {a.rate * d / 1000:.4g} per cycle > batch {a.batch}"
@@ -85,6 +99,38 @@ def validate_plan(
             out.append(
                 f"session {s.id}: placed + unplaced = {got:.6g} req/s, requested {s.rate:.6g}"
             )
+    return out
+
+
+def shared_groups(
+    g: GpuPlan,
+    split: Mapping[str, tuple[str, str]],
+    curves: Mapping[tuple[str, str], LatencyCurve],
+    sessions: Mapping[str, Session],
+) -> dict[str, tuple[float, float, set[str]]]:
+    """Per prefix run on `g` by two or more allocations: (l_P(Σ b) + Σ l_S(b), memory alike,
+    its sessions), the whole group's share of a cycle (control.prefix_plan); latency 0 where
+    a batch passes a part's profile."""
+    by_prefix: dict[str, list] = {}
+    for a in g.allocations:
+        s = sessions.get(a.session)
+        if s is not None and s.model in split:
+            by_prefix.setdefault(split[s.model][0], []).append(a)
+    out: dict[str, tuple[float, float, set[str]]] = {}
+    for prefix, allocs in by_prefix.items():
+        p = curves.get((prefix, g.gpu_type))
+        sufs = [curves.get((split[sessions[a.session].model][1], g.gpu_type)) for a in allocs]
+        if len(allocs) < 2 or p is None or any(c is None for c in sufs):
+            continue
+        total = sum(a.batch for a in allocs)
+        if total > p.max_batch or any(
+            a.batch > c.max_batch for a, c in zip(allocs, sufs, strict=True)
+        ):
+            out[prefix] = (0.0, 0.0, {a.session for a in allocs})
+            continue
+        lat = p.latency(total) + sum(c.latency(a.batch) for a, c in zip(allocs, sufs, strict=True))
+        mem = p.memory(total) + sum(c.memory(a.batch) for a, c in zip(allocs, sufs, strict=True))
+        out[prefix] = (lat, mem, {a.session for a in allocs})
     return out
 
 

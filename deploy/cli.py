@@ -29,10 +29,12 @@ def _mount() -> None:
     # Sub-apps register here; each import is cheap (heavy libraries load inside commands).
     from deploy.cli_fleet import fleet_app
     from exporters.cli import export
+    from exporters.prefix_cli import prefix_app
     from model_repo_tools.cli import profile, repo_app
 
     app.command("export", help="Export a torch module to ONNX (and TensorRT), verified.")(export)
     app.add_typer(repo_app, name="repo", help="Triton model repositories.")
+    app.add_typer(prefix_app, name="prefix", help="Shared prefixes of ONNX models (Nexus).")
     app.add_typer(fleet_app, name="fleet", help="A local fleet of real tritonserver processes.")
     app.command("profile", help="Profile models' batch latency and memory on a live server.")(
         profile

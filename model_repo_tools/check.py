@@ -82,6 +82,10 @@ def check_model(folder: Path) -> list[Problem]:
     problems = []
     if cfg.name and cfg.name != name:
         problems.append(Problem(name, f"config name {cfg.name!r} differs from its folder {name!r}"))
+    if cfg.platform == "ensemble":
+        from model_repo_tools.check_ensemble import check_ensemble
+
+        return problems + [Problem(name, m) for m in check_ensemble(folder, cfg)]
     backend = _backend(cfg)
     if backend is None:
         return problems + [

@@ -11,7 +11,7 @@ repo_app = typer.Typer(no_args_is_help=True)
 
 @repo_app.command("add")
 def add(
-    model: Path = typer.Argument(..., help="MODEL.onnx (from tnx export)."),
+    models: list[Path] = typer.Argument(..., help="MODEL.onnx files (from tnx export)."),
     repo: Path = typer.Option(..., "--repo", help="Repository folder (created if missing)."),
     backend: str = typer.Option("python", "--backend", help="python | onnxruntime | tensorrt"),
     max_batch: int = typer.Option(64, "--max-batch", help="max_batch_size of the config."),
@@ -23,23 +23,58 @@ def add(
         "--dynamic-batching/--no-dynamic-batching",
         help="Let Triton batch (off: the tnx router batches).",
     ),
+    share_prefix: bool = typer.Option(
+        False,
+        "--share-prefix",
+        help="Store prefixes the models share once; each model name serves as before.",
+    ),
 ) -> None:
-    """Add an ONNX model to a repository, config built from Triton's protobuf."""
+    """Add ONNX models to a repository, configs built from Triton's protobuf."""
     from model_repo_tools.config import BACKENDS
     from model_repo_tools.repository import add_model
     from tnx.cli_args import one_of
+    from tnx.errors import UserInputError
 
-    folder = add_model(
-        model,
-        repo,
-        backend=one_of("--backend", backend, BACKENDS),
-        max_batch=max_batch,
-        name=name,
-        instance_kind=one_of("--instance-kind", instance_kind, ("auto", "cpu", "gpu")),
-        instance_count=instances,
-        dynamic_batching=dynamic_batching,
+    backend = one_of("--backend", backend, BACKENDS)
+    instance_kind = one_of("--instance-kind", instance_kind, ("auto", "cpu", "gpu"))
+    if name is not None and len(models) > 1:
+        raise UserInputError("--name names one model; give one MODEL.onnx with it")
+    if share_prefix:
+        _add_shared(models, repo, backend, max_batch, instance_kind)
+        return
+    for model in models:
+        folder = add_model(
+            model,
+            repo,
+            backend=backend,
+            max_batch=max_batch,
+            name=name,
+            instance_kind=instance_kind,
+            instance_count=instances,
+            dynamic_batching=dynamic_batching,
+        )
+        typer.echo(f"{folder}: {backend} model, max_batch_size {max_batch}")
+
+
+def _add_shared(
+    models: list[Path], repo: Path, backend: str, max_batch: int, instance_kind: str
+) -> None:
+    from model_repo_tools.shared_prefix import add_shared, model_bytes
+
+    stored = add_shared(models, repo, backend, max_batch, instance_kind)  # type: ignore[arg-type]
+    for prefix, members in stored.groups.items():
+        typer.echo(f"{repo / prefix}: shared prefix of {', '.join(members)}, stored once")
+        for m in members:
+            typer.echo(f"{repo / m}: ensemble {prefix} -> {prefix}__{m}")
+    for m in stored.whole:
+        typer.echo(f"{repo / m}: shares no prefix, stored whole")
+    before = sum(p.stat().st_size for p in models)
+    written = [f.name for f in stored.folders]
+    after = model_bytes(repo, dict.fromkeys(written))
+    typer.echo(
+        f"model bytes: {after / 1e6:.3f} MB stored for {before / 1e6:.3f} MB of ONNX files "
+        f"({100.0 * (before - after) / max(before, 1):.1f} % saved)"
     )
-    typer.echo(f"{folder}: {backend} model, max_batch_size {max_batch}")
 
 
 @repo_app.command("check")
@@ -57,6 +92,13 @@ def check(repo: Path = typer.Argument(..., help="Repository folder.")) -> None:
         typer.echo(f"{len(problems)} problem(s) in {repo}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{repo}: {len(models)} model(s) ok: {', '.join(models)}")
+    from model_repo_tools.prefix_names import parts
+
+    shared: dict[str, list[str]] = {}
+    for model, (prefix, _) in sorted(parts(models).items()):
+        shared.setdefault(prefix, []).append(model)
+    for prefix, members in shared.items():
+        typer.echo(f"  {prefix}: prefix shared by {', '.join(members)} (ensembles)")
 
 
 def profile(
