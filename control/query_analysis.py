@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from control.problem import TableCache
-from control.types import Query, QueryPlan, Session, Stage, StagePlan
+from control.types import Query, QueryPlan, Session, Stage, StagePlan, Workload
 from model_repo_tools.profiles import LatencyCurve
 
 NeedFn = Callable[[Stage, float, float], float]  # (stage, rate, budget ms) → GPUs
@@ -186,3 +186,15 @@ def analyse(queries: Sequence[Query], sessions: Sequence[Session], need: NeedFn)
                 changed.append(out[sid])
         plans.append(query_plan(q, budgets))
     return Analysis([out[s.id] for s in sessions], plans, changed)
+
+
+def workload_query_plans(workload: Workload, sessions: Iterable[Session]) -> list[QueryPlan]:
+    """The workload's queries with the budgets their stage sessions were planned at (e.g. a
+    `Schedule`'s sessions), for a plan file's `queries`; a query missing a stage is left out."""
+    slo = {s.id: s.slo_ms for s in sessions}
+    out = []
+    for q in workload.queries:
+        ids = {st.id: session_id(q, st) for st in q.stages}
+        if all(sid in slo for sid in ids.values()):
+            out.append(query_plan(q, {st: slo[sid] for st, sid in ids.items()}))
+    return out

@@ -142,3 +142,17 @@ def test_analyse_keeps_budgets_it_cannot_improve_on() -> None:
     assert kept.changed == [] and kept.sessions == sessions
     # A query whose stage sessions are gone is not published.
     assert analyse([q], sessions[2:], need).plans == []
+
+
+def test_a_schedule_gives_the_queries_for_a_plan_file() -> None:
+    from control.problem import pool
+    from control.query_analysis import workload_query_plans
+    from control.scheduler import schedule_workload
+
+    workload = Workload.model_validate({"queries": [QUERY]})
+    sched = schedule_workload(workload, _profiles().curves(), pool("cpu"))
+    [q] = workload_query_plans(workload, sched.sessions)
+    assert {s.session: s.budget_ms for s in q.stages} == {s.id: s.slo_ms for s in sched.sessions}
+    plan = sched.plan.model_copy(update={"queries": [q]})
+    assert Plan.model_validate_json(plan.model_dump_json()) == plan
+    assert workload_query_plans(workload, sched.sessions[:1]) == []
