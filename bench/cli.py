@@ -22,10 +22,14 @@ def mount(bench_app: typer.Typer) -> None:
     from bench.chaos import bench_chaos
     from bench.plan import bench_plan
     from bench.router import bench_router
+    from bench.scale import bench_scale
     from bench.scaleout import bench_scaleout
     from bench.simulate import bench_simulate
 
     bench_app.command("plan", help="Scheduler benchmark on the H200 profiles.")(bench_plan)
+    bench_app.command(
+        "scale", help="Planning time, GPUs and re-plan moves, 1,000 to 20,000 sessions."
+    )(bench_scale)
     bench_app.command(
         "router", help="Router vs Triton direct under k6 load: latency, goodput, recovery."
     )(bench_router)

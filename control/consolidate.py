@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 
-from control.nodes import Node
+from control.nodes import FIT, Node
 from control.problem import Demand
+from control.slack_index import SlackIndex
 from control.tables import EPS
 
 # Consecutive failed attempts after which dissolving stops: trades GPUs for planning
@@ -32,46 +33,75 @@ def _touch(touched: dict[int, tuple[Node, Node]], n: Node) -> None:
 
 def _add_shrinking(
     d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple[Node, Node]]
-) -> bool:
+) -> Node | None:
     """Put all of `rate` on the node whose cycle, shortened to suit `d`, grows least in
     occupancy (the paper's merge, used only where nothing else fits whole)."""
     longest = d.table.max_duty(rate, d.slo, d.gclass.memory)
-    best: Node | None = None
-    best_growth = math.inf
-    for n in nodes:
+    # Branch and bound: no batch costs less than its table's floor, so Σ floors bounds a
+    # shortened node's load from below; nodes are tried by that bound, and the scan stops
+    # where the bound passes the best growth found (same choice as trying every node).
+    bounded = []
+    for i, n in enumerate(nodes):
         if n.duty <= longest or n.slack <= 0:
             continue
+        lb = sum(p.demand.table.floor for p in n.pieces.values())
+        if d.id not in n.pieces:
+            lb += d.table.floor
+        if lb <= longest * FIT:
+            bounded.append((lb / longest - n.occupancy, i, n))
+    bounded.sort(key=lambda x: (x[0], x[1]))
+    best: Node | None = None
+    best_key = (math.inf, 0)
+    for lb_growth, i, n in bounded:
+        if lb_growth > best_key[0] + 1e-12:
+            break
         sh = n.shrunk(d, rate, longest)
-        if sh is not None and sh[0] / longest - n.occupancy < best_growth:
-            best, best_growth = n, sh[0] / longest - n.occupancy
+        if sh is not None and (sh[0] / longest - n.occupancy, i) < best_key:
+            best, best_key = n, (sh[0] / longest - n.occupancy, i)
     if best is None:
-        return False
+        return None
     _touch(touched, best)
-    return best.add_shrunk(d, rate, longest)
+    return best if best.add_shrunk(d, rate, longest) else None
 
 
 def place_rate(
-    d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple[Node, Node]]
+    d: Demand,
+    rate: float,
+    nodes: list[Node],
+    touched: dict[int, tuple[Node, Node]],
+    index: SlackIndex | None = None,
 ) -> float:
     """Put `rate` of `d` into the nodes' slack, whole where it fits, else split; returns
-    what is left over. `touched` collects snapshots of the nodes it changes."""
+    what is left over. `touched` collects snapshots of the nodes it changes. With an
+    `index` of `nodes`, only its candidates are looked at (and kept up to date)."""
     same = [n for n in nodes if n.gclass is d.gclass and n.slack >= 0]
+
+    def options() -> list[Node]:
+        return same if index is None else index.candidates(d.gclass, d.id, d.table.floor)
+
+    def changed(n: Node) -> None:
+        if index is not None:
+            index.update(n)
+
     while rate > EPS:
         best: Node | None = None
         best_occ = -1.0
-        for n in same:
+        for n in options():
             c = n.cost(d, rate)
             if c is not None and (n.load + c[1]) / n.duty > best_occ:
                 best, best_occ = n, (n.load + c[1]) / n.duty
         if best is not None:
             _touch(touched, best)
             best.add(d, rate)
+            changed(best)
             return 0.0
-        if _add_shrinking(d, rate, same, touched):
+        shrunk = _add_shrinking(d, rate, same, touched)
+        if shrunk is not None:
+            changed(shrunk)
             return 0.0
         # No node takes it whole: fill the node that can take the most, and go on.
         cap, host = 0.0, None
-        for n in same:
+        for n in options():
             m = n.max_rate(d)
             if m > cap:
                 cap, host = m, n
@@ -81,6 +111,7 @@ def place_rate(
         _touch(touched, host)
         if not host.add(d, part):
             return rate
+        changed(host)
         rate -= part
     return 0.0
 

@@ -2,23 +2,36 @@
 
 Nexus re-plans every epoch from the previous allocation rather than from scratch,
 because loading a model on a GPU takes seconds. Given the previous plan and new
-rates: every kept allocation stays on its GPU with its share of the session's new
-rate (rates that grew are first absorbed where the session already runs), what
-no longer fits is spread into other GPUs' slack, the remainder goes to new GPUs
-by the policy, and the emptiest GPUs are dissolved when that frees one. The moves
-are the (GPU, session) pairs loaded and unloaded relative to the previous plan.
+rates: every GPU keeps its id, its cycle and its sessions, each with its share of
+the session's new rate (rates that grew are first absorbed where the session
+already runs); what no longer fits is spread into other GPUs' slack (found through
+a SlackIndex), and only the remainder goes to new GPUs, by the policy. The moves
+so far are required: they serve the new rates. Then the emptiest GPUs are dissolved
+where that frees one, within a move budget (control.migrate); what the budget held
+back is reported. It never falls back to a fresh plan, which would move nearly every
+allocation. The moves are the (GPU, session) pairs loaded and unloaded relative to
+the previous plan.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from control.consolidate import dissolve, place_rate
+from control.consolidate import place_rate
+from control.migrate import HeldBack, consolidate, node_moves
 from control.nodes import Node
 from control.problem import Demand, GpuClass, Problem, TableCache
+from control.slack_index import SlackIndex
 from control.tables import EPS
 from control.types import Plan
+
+# The default move budget of a re-plan, for freeing GPUs beyond what serving the new
+# rates needs: this share of the previous plan's allocations, at least MOVE_MIN. Trades
+# GPUs against model loads per epoch; judged on BENCHMARKS.md "Fleet scale" (moves
+# after ±10% and ±30% changes) and the "after ±30%" columns of "Scheduler".
+MOVE_SHARE, MOVE_MIN = 0.05, 16
 
 
 @dataclass(slots=True, frozen=True)
@@ -61,12 +74,30 @@ def _class_for(gpu: str, gpu_type: str, classes: list[GpuClass]) -> GpuClass | N
     return None
 
 
+@dataclass(slots=True)
+class Replanned:
+    nodes: list[Node]
+    required: int  # moves needed to serve the new rates (before any consolidation)
+    spent: int  # moves spent, within the budget, to free GPUs
+    budget: int
+    held_back: HeldBack
+
+
+def move_budget(previous: Plan, max_moves: int | None) -> int:
+    """`max_moves`, or by default MOVE_SHARE of the previous plan's allocations."""
+    if max_moves is not None:
+        return max(0, max_moves)
+    allocs = sum(len(g.allocations) for g in previous.gpus)
+    return max(MOVE_MIN, math.ceil(MOVE_SHARE * allocs))
+
+
 def replan(
     previous: Plan,
     prob: Problem,
     tables: TableCache,
     policy: Callable[[list[Demand]], list[Node]],
-) -> list[Node]:
+    max_moves: int | None = None,
+) -> Replanned:
     want = {d.id: d for d in prob.demands}
     before: dict[str, float] = {}
     for g in previous.gpus:
@@ -77,7 +108,9 @@ def replan(
     scale = {sid: min(1.0, want[sid].rate / r) if r > 0 else 1.0 for sid, r in before.items()}
     left = {sid: d.rate for sid, d in want.items()}
     nodes: list[Node] = []
+    origin: dict[str, frozenset[str]] = {}
     for g in previous.gpus:
+        origin[g.gpu] = frozenset(a.session for a in g.allocations)
         c = _class_for(g.gpu, g.gpu_type, prob.classes)
         if c is None:
             continue
@@ -98,29 +131,30 @@ def replan(
                 left[d.id] -= rate
         if node.pieces:
             nodes.append(node)
-    # Growth: first where the session already runs (no load), then any slack.
-    for sid, rate in list(left.items()):
+    index = SlackIndex(nodes)
+    rest = []
+    for sid, rate in left.items():
         if rate <= EPS:
             continue
         d = want[sid]
-        hosts = [n for n in nodes if sid in n.pieces]
-        for n in hosts:
+        # Growth: first where the session already runs (no load), then any slack.
+        for n in index.hosts(sid):
             if rate <= EPS:
                 break
             here = n.pieces[sid].demand
             extra = min(rate, n.max_rate(here))
             if extra > EPS and n.add(here, extra):
                 rate -= extra
-        left[sid] = rate
-    rest = []
-    for sid, rate in left.items():
-        if rate <= EPS:
-            continue
-        d = want[sid]
-        rate = place_rate(d, rate, nodes, {})
+                index.update(n)
+        if rate > EPS:
+            rate = place_rate(d, rate, nodes, {}, index)
         if rate > EPS:
             rest.append(Demand(d.id, d.model, d.slo, rate, d.table, d.gclass))
     nodes += policy(rest)
+    required = sum(node_moves(n, origin) for n in nodes)
+    required += sum(len(s) for gid, s in origin.items() if gid not in {n.gpu for n in nodes})
+    budget = move_budget(previous, max_moves)
     # Every GPU may be dissolved here, saturated ones too (the policies keep theirs
     # out): so a re-plan of unchanged rates may move a session, but only to free a GPU.
-    return dissolve(nodes)
+    done = consolidate(nodes, origin, budget)
+    return Replanned(done.nodes, required, done.spent, budget, done.held_back)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from control.batch_oblivious import plan_oblivious
 from control.incremental import Moves, diff, replan
+from control.migrate import HeldBack
 from control.nexus_paper import plan_nexus
 from control.nodes import Node
 from control.problem import Demand, GpuClass, TableCache, resolve
@@ -25,11 +26,6 @@ from model_repo_tools.profiles import LatencyCurve
 from tnx.errors import PlanningError
 
 Policy = Callable[[list[Demand]], list[Node]]
-# Keeping placements is worth a few GPUs, not many: an incremental re-plan is kept while
-# it uses at most this factor of a fresh plan's GPUs, rounded down, so a small fleet
-# never holds an extra GPU (seen in the demo: plans flapping between 1 and 2 servers at
-# a steady rate). Trades moves for GPUs: BENCHMARKS.md "Scheduler", "after ±30%" columns.
-KEEP_PLACEMENTS = 1.1
 POLICIES: dict[str, Policy] = {
     "tnx": plan_tnx,
     "nexus-paper": plan_nexus,
@@ -43,6 +39,11 @@ class Schedule:
     lower_bound: int
     moves: Moves = field(default_factory=Moves)
     sessions: list[Session] = field(default_factory=list)  # queries' stages included
+    # Incremental re-plans: the moves that serving the new rates needed, the budget for
+    # freeing GPUs beyond them, and what that budget held back.
+    required_moves: int = 0
+    move_budget: int = 0
+    held_back: HeldBack | None = None
 
     @property
     def gpus(self) -> int:
@@ -55,7 +56,11 @@ def schedule(
     classes: list[GpuClass],
     policy: str = "tnx",
     previous: Plan | None = None,
+    max_moves: int | None = None,
 ) -> Schedule:
+    """Plan `sessions`; with `previous`, re-plan incrementally from it, spending at most
+    `max_moves` moves (default: control.incremental.move_budget) beyond those that
+    serving the new rates needs."""
     if policy not in POLICIES:
         raise PlanningError(f"unknown policy {policy!r} (choose {', '.join(POLICIES)})")
     if not classes:
@@ -64,18 +69,22 @@ def schedule(
     fn = POLICIES[policy]
     tables = TableCache(curves)
     prob = resolve(sessions, tables, classes)
+    re = None
     if previous is not None:
-        nodes = replan(previous, prob, tables, fn)
-        fresh = fn(prob.demands)
-        if len(nodes) > math.floor(KEEP_PLACEMENTS * len(fresh)):
-            nodes = fresh
+        re = replan(previous, prob, tables, fn, max_moves)
+        nodes = re.nodes
     else:
         nodes = fn(prob.demands)
     nodes, short = fit_fleet(nodes, classes, tables, fn)
-    plan = emit(nodes, prob.unplaced + short)
+    # New GPUs of a pool get ids the previous plan did not use: an id names one GPU's
+    # models across re-plans.
+    plan = emit(nodes, prob.unplaced + short, {g.gpu for g in previous.gpus} if previous else set())
     bound = lower_bound(sessions, curves, {c.gpu_type for c in classes})
-    moves = diff(previous, plan) if previous is not None else Moves()
-    return Schedule(plan, bound, moves, sessions)
+    out = Schedule(plan, bound, Moves(), sessions)
+    if previous is not None and re is not None:
+        out.moves = diff(previous, plan)
+        out.required_moves, out.move_budget, out.held_back = re.required, re.budget, re.held_back
+    return out
 
 
 def workload_sessions(
@@ -167,14 +176,17 @@ def fit_fleet(
     return kept, short
 
 
-def emit(nodes: list[Node], unplaced: list[Unplaced]) -> Plan:
+def emit(nodes: list[Node], unplaced: list[Unplaced], reserved: set[str] | None = None) -> Plan:
+    """The plan.json of `nodes`; nodes without a GPU get the first free id of their class
+    (pool ids in `reserved` are skipped)."""
     taken = {n.gpu for n in nodes if n.gpu is not None}
+    reserved = reserved or set()
     counters: dict[GpuClass, int] = {}
     pools: dict[GpuClass, list[str]] = {}
     gpus = []
     for n in nodes:
         if n.gpu is None:
-            n.gpu = _next_id(n.gclass, taken, counters, pools)
+            n.gpu = _next_id(n.gclass, taken, counters, pools, reserved)
             taken.add(n.gpu)
         allocs = [
             Allocation(
@@ -193,7 +205,11 @@ def emit(nodes: list[Node], unplaced: list[Unplaced]) -> Plan:
 
 
 def _next_id(
-    c: GpuClass, taken: set[str], counters: dict[GpuClass, int], pools: dict[GpuClass, list[str]]
+    c: GpuClass,
+    taken: set[str],
+    counters: dict[GpuClass, int],
+    pools: dict[GpuClass, list[str]],
+    reserved: set[str],
 ) -> str:
     if c.ids is not None:
         free = pools.setdefault(c, [i for i in c.ids if i not in taken])
@@ -203,7 +219,7 @@ def _next_id(
                 return gid
         raise PlanningError(f"more nodes than {c.gpu_type} GPUs")  # fit_fleet prevents it
     i = counters.get(c, 0)
-    while f"{c.gpu_type}-{i}" in taken:
+    while f"{c.gpu_type}-{i}" in taken or f"{c.gpu_type}-{i}" in reserved:
         i += 1
     counters[c] = i + 1
     return f"{c.gpu_type}-{i}"

@@ -32,13 +32,15 @@ class BatchTable:
     # every smaller batch also fits, which stays right when a profile is not monotone.
     cumlat: tuple[float, ...] = ()
     cummem: tuple[float, ...] = ()
+    # The least l(b) of any batch: no piece of this model costs a cycle less (pruning).
+    floor: float = 0.0
 
     @classmethod
     def from_curve(cls, c: LatencyCurve) -> BatchTable:
         lat = [c.latency(b) for b in range(1, c.max_batch + 1)]
         mem = [c.memory(b) for b in range(1, c.max_batch + 1)]
         lat, mem = [lat[0], *lat], [mem[0], *mem]
-        return cls(c, tuple(lat), tuple(mem), _cummax(lat), _cummax(mem))
+        return cls(c, tuple(lat), tuple(mem), _cummax(lat), _cummax(mem), min(lat))
 
     def largest_fitting(self, lat_room: float, mem_room: float) -> int:
         """The largest b such that every batch up to b has l ≤ lat_room and memory ≤ mem_room."""
