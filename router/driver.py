@@ -32,6 +32,7 @@ from control.types import Plan
 from router.backend import Backend, BatchRejectedError
 from router.clock import Clock, LoopClock, Timer
 from router.policy import BatchPolicy
+from router.prefix_batch import run_path
 from router.types import (
     SHUTTING_DOWN,
     Action,
@@ -292,7 +293,10 @@ class AsyncRouter:
         results: Sequence[Any] = ()
         try:
             left_s = max(started + budget - self._clock.now(), 1.0) / 1000.0
-            results = await self._backend.infer(d.gpu, d.model, d.requests, timeout_s=left_s)
+            if d.suffixes:  # a prefix batch, then its suffixes (router.prefix_batch)
+                results = await run_path(self._backend, d, timeout_s=left_s)
+            else:
+                results = await self._backend.infer(d.gpu, d.model, d.requests, timeout_s=left_s)
         except asyncio.CancelledError:
             if not timed_out:
                 raise  # we are being cancelled ourselves (shutdown)

@@ -150,6 +150,9 @@ class LatencyModel:
     def curve(self, model: str, gpu_type: str) -> LatencyCurve | None:
         return self._curves.get((model, gpu_type))
 
+    def models(self) -> set[str]:
+        return {m for m, _ in self._curves}
+
     def correction(self, gpu: str, model: str, now: float) -> Correction:
         fit = self._fits.get((gpu, model))
         if fit is None:

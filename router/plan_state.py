@@ -13,10 +13,28 @@ import math
 from dataclasses import dataclass, field
 
 from control.types import Plan
+from model_repo_tools.prefix_names import parts
 from router.latency import LatencyModel
 from router.queues import EdfQueue
 from router.types import Request
 from tnx.errors import UserInputError
+
+
+def _prefix_groups(
+    g: GpuState,
+    sessions: dict[str, SessionState],
+    split: dict[str, tuple[str, str]],
+    latency: LatencyModel,
+) -> dict[str, str]:
+    """Session → prefix for the sessions on `g` that share a prefix with another there and
+    whose prefix and suffix are profiled on its GPU type (as the validator counts them)."""
+    by_prefix: dict[str, list[str]] = {}
+    for sid, _ in g.sessions:
+        parts_ = split.get(sessions[sid].model)
+        if parts_ is None or any(latency.curve(m, g.gpu_type) is None for m in parts_):
+            continue
+        by_prefix.setdefault(parts_[0], []).append(sid)
+    return {sid: p for p, sids in by_prefix.items() if len(sids) > 1 for sid in sids}
 
 
 @functools.cache
@@ -55,6 +73,9 @@ class GpuState:
     # latency fit on this GPU changes (`PlanState.backlog_bound`); None: to recompute.
     bounds: dict[str, float] | None = None
     round_bound: float = 0.0
+    # Sessions here whose models share a prefix with another session here: session → the
+    # prefix model; they are batched together (router.prefix_batch).
+    prefixes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -66,6 +87,8 @@ class PlanState:
     gpus: dict[str, GpuState]
     latency: LatencyModel
     down: set[str]
+    # model → (prefix, suffix) for the models served split (model_repo_tools.shared_prefix).
+    split: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, plan: Plan, latency: LatencyModel, down: set[str]) -> PlanState:
@@ -108,9 +131,11 @@ class PlanState:
             gpus[gp.gpu] = GpuState(gp.gpu, gp.gpu_type, gp.duty_cycle_ms, allocs)
         for i, s in enumerate(sessions.values()):
             s.index = i
+        split = parts(latency.models())
         for i, g in enumerate(gpus.values()):
             g.index = i
-        return cls(sessions, gpus, latency, down)
+            g.prefixes = _prefix_groups(g, sessions, split, latency)
+        return cls(sessions, gpus, latency, down, split)
 
     def adopt_queues(self, old: PlanState) -> list[tuple[Request, str]]:
         """Give each session the queue it had in `old`; return the requests of the sessions

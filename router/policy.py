@@ -22,6 +22,7 @@ from model_repo_tools.profiles import LatencyCurve
 from router.dispatching import Dispatching, InFlight
 from router.latency import LatencyModel
 from router.plan_state import PlanState, SessionState
+from router.prefix_batch import apportion
 from router.settle_index import MARGIN, VISITS_KEPT, DoomIndex, catch_up, restart_visits
 from router.types import (
     DEADLINE,
@@ -189,7 +190,11 @@ class BatchPolicy(Dispatching):
             self._dirty.add(gpu)
         d = f.dispatch
         out: list[Action] = []
-        if status == "ok":
+        if status == "ok" and d.suffixes:  # a prefix batch: each stage its share of the time
+            for model, n, ms in apportion(d, now - f.started, self.latency, f.gpu_type):
+                self.latency.observe(gpu, f.gpu_type, model, n, ms, now)
+                self._fit_changed(now, gpu, model)
+        elif status == "ok":
             self.latency.observe(gpu, f.gpu_type, d.model, d.n_samples, now - f.started, now)
             self._fit_changed(now, gpu, d.model)
         elif status == "rejected":

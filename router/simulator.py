@@ -23,6 +23,7 @@ from typing import Protocol
 from control.types import Plan
 from model_repo_tools.profiles import LatencyCurve
 from router.policy import BatchPolicy
+from router.prefix_batch import stages
 from router.types import (
     Action,
     Answered,
@@ -301,7 +302,7 @@ class Simulator:
             if isinstance(a, Dispatch):
                 self._result.dispatches.append((now, a))
                 self._started[a.batch_id] = now
-                end = now + self._latency(a.gpu, a.model, a.n_samples)
+                end = now + sum(self._latency(a.gpu, m, n) for m, n in stages(a))
                 self._running[a.gpu] = (a, self._push(end, _DONE, a))
             elif isinstance(a, Drop):
                 self._result.drops.append((now, a))

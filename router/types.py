@@ -63,6 +63,10 @@ class Dispatch:
 
     The driver reports the end with `policy.batch_done(now, gpu, batch_id, status)`.
     `expected_ms` is the policy's corrected estimate l(n_samples) on this GPU.
+
+    A prefix batch (`router.prefix_batch`) has `suffixes`: `model` is then the shared
+    prefix, run on all the requests, and each (suffix model, k) runs on the next k
+    requests the prefix's outputs, on the same GPU; `expected_ms` covers the whole path.
     """
 
     gpu: str
@@ -72,6 +76,7 @@ class Dispatch:
     batch_id: int
     n_samples: int
     expected_ms: float
+    suffixes: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(slots=True, frozen=True, eq=False)
