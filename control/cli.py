@@ -26,6 +26,12 @@ def plan(
     previous: Path | None = typer.Option(
         None, "--previous", help="The current plan.json: re-plan incrementally from it."
     ),
+    max_moves: int | None = typer.Option(
+        None,
+        "--max-moves",
+        help="With --previous: moves ((GPU, session) loads + unloads) to spend freeing "
+        "GPUs, beyond those the new rates need (default: 5% of the allocations, at least 16).",
+    ),
 ) -> None:
     """Plan the workload's sessions onto GPUs and write plan.json."""
     from control.problem import fleet_classes, pool
@@ -40,6 +46,8 @@ def plan(
         raise UserInputError("give either --fleet F or --gpu-type T [--gpu-memory B]")
     if gpu_memory is not None and gpu_type is None:
         raise UserInputError("--gpu-memory goes with --gpu-type")
+    if max_moves is not None and (previous is None or max_moves < 0):
+        raise UserInputError("--max-moves: a count of 0 or more, with --previous")
     if gpu_memory is not None and gpu_memory <= 0:
         raise UserInputError(f"--gpu-memory: must be positive, got {gpu_memory}")
     ps = ProfileSet.load(profiles)
@@ -53,7 +61,7 @@ def plan(
         assert gpu_type is not None
         classes = pool(gpu_type, gpu_memory)
     prev = Plan.load(previous) if previous is not None else None
-    result = schedule_workload(wl, ps.curves(), classes, policy, prev)
+    result = schedule_workload(wl, ps.curves(), classes, policy, prev, max_moves)
     result.plan.save(out)
     p = result.plan
     unplaced = f", {len(p.unplaced)} unplaced" if p.unplaced else ""
@@ -63,6 +71,13 @@ def plan(
     )
     if prev is not None:
         m = result.moves
-        typer.echo(f"moves: {len(m.loads)} loads, {len(m.unloads)} unloads")
+        typer.echo(
+            f"moves: {len(m.loads)} loads, {len(m.unloads)} unloads "
+            f"({result.required_moves} for the new rates, the rest within a budget of "
+            f"{result.move_budget} to free GPUs)"
+        )
+        if result.held_back is not None and result.held_back.gpus:
+            hb = result.held_back
+            typer.echo(f"held back: {hb.gpus} more GPUs could be freed with {hb.moves} moves")
     for u in p.unplaced:
         typer.echo(f"unplaced {u.session} ({u.rate:g} req/s): {u.reason}")

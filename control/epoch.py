@@ -42,6 +42,9 @@ class EpochConfig:
     epoch_s: float = 30.0
     tick_s: float = 1.0  # between two router samples, so between two looks at the rates
     min_interval_s: float = 3.0  # between two re-plans
+    # Moves a re-plan may spend freeing GPUs, beyond those the new rates need (None: the
+    # scheduler's default, control.incremental.move_budget); held-back ones come later.
+    max_moves: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,8 +119,10 @@ def schedule_workload(
     classes: list[GpuClass],
     policy: str = "tnx",
     previous: Plan | None = None,
+    max_moves: int | None = None,
 ) -> Schedule:
-    return schedule(workload_sessions(workload, curves, classes), curves, classes, policy, previous)
+    sessions = workload_sessions(workload, curves, classes)
+    return schedule(sessions, curves, classes, policy, previous, max_moves)
 
 
 def fit_fleet(

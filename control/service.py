@@ -72,6 +72,7 @@ class ControlConfig:
     probe_timeout_s: float = 1.0  # a server that does not answer live in this is down
     rejoin_probes: int = 3  # healthy probes in a row before a failed server is planned again
     router_wait_s: float = 15.0  # at most, for every router to run a new plan before unloads
+    max_moves: int | None = None  # per re-plan, to free GPUs (control.epoch.EpochConfig)
 
 
 @dataclass(slots=True)
@@ -106,7 +107,9 @@ class ControlPlane:
         self.clock = clock or RealClock()
         self.actuator = actuator or Actuator(fleet, repo)
         self.metrics = ControlMetrics()
-        self.epoch = EpochPolicy(EpochConfig(cfg.epoch_s, cfg.tick_s, cfg.min_interval_s))
+        self.epoch = EpochPolicy(
+            EpochConfig(cfg.epoch_s, cfg.tick_s, cfg.min_interval_s, cfg.max_moves)
+        )
         self.sampler = RouterSampler(routers or [], cfg.window_s)
         # Routers that register by polling the plan.
         self.routers = RouterRegistry(started=self.clock.now())
@@ -347,7 +350,13 @@ class ControlPlane:
             fleet = Fleet(gpus=[g for g in self.fleet.gpus if g.id in live])
             if fleet.gpus:
                 sched = await asyncio.to_thread(
-                    schedule, sessions, self.curves, fleet_classes(fleet), self.config.policy, base
+                    schedule,
+                    sessions,
+                    self.curves,
+                    fleet_classes(fleet),
+                    self.config.policy,
+                    base,
+                    self.epoch.config.max_moves,
                 )
                 plan = sched.plan
             else:
