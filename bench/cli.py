@@ -21,6 +21,7 @@ def tools(
 def mount(bench_app: typer.Typer) -> None:
     from bench.chaos import bench_chaos
     from bench.plan import bench_plan
+    from bench.queries import bench_queries
     from bench.router import bench_router
     from bench.scale import bench_scale
     from bench.scaleout import bench_scaleout
@@ -39,6 +40,9 @@ def mount(bench_app: typer.Typer) -> None:
     bench_app.command(
         "scaleout", help="1-3 routers and --workers 2 on one fleet under k6 load (issue 10)."
     )(bench_scaleout)
+    bench_app.command(
+        "queries", help="A two-stage query through POST /v1/queries vs its stages by a client."
+    )(bench_queries)
     bench_app.command("tools", help="Install perf_analyzer for `tnx bench router`.")(tools)
     bench_app.command(
         "simulate", help="Policies x loads x traces in the simulator (BENCHMARKS.md)."
