@@ -3,7 +3,8 @@
 Per case: GPUs used by each policy, DESIGN.md's lower bound, the default policy's
 planning time, and after every rate moves by up to ±30%: the GPUs and moves of an
 incremental re-plan, next to those of planning from scratch. Every plan is checked
-by the validator; the `valid` column says whether all of them passed.
+by the validator; the `valid` column says whether all of them passed. A second table
+plans heads on common backbones with and without prefix batching (bench.prefix_workload).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import typer
 
+from bench.prefix_workload import heads_on_backbones
 from bench.workloads import rescale, zipf_sessions
 from control.cli import DEFAULT_PROFILES
 from control.incremental import diff
@@ -58,12 +60,40 @@ def run_bench(ps: ProfileSet, counts: list[int], seed: int, memory: float) -> It
         )
 
 
+SHARE_HEADER = (
+    "| heads per backbone | sessions | GPUs, prefixes shared | GPUs, models whole "
+    "| saved | lower bound (whole) | valid |"
+)
+
+
+def run_sharing(ps: ProfileSet, heads: list[int], seed: int, memory: float) -> Iterator[str]:
+    """Heads on common backbones (bench.prefix_workload): the tnx plan with each backbone's
+    prefix batched across its heads (control.prefix_plan) against every model whole."""
+    gpu_type = ps.gpu_types()[0]
+    classes = pool(gpu_type, memory)
+    yield SHARE_HEADER
+    yield "|" + "---|" * (SHARE_HEADER.count("|") - 1)
+    for n in heads:
+        split, whole, sessions = heads_on_backbones(ps, gpu_type, n, seed)
+        shared = schedule(sessions, split, classes, "tnx")
+        alone = schedule(sessions, whole, classes, "tnx")
+        ok = not validate_plan(shared.plan, sessions, split, default_memory=memory)
+        ok = ok and not validate_plan(alone.plan, sessions, whole, default_memory=memory)
+        yield (
+            f"| {n} | {len(sessions)} | {shared.gpus} | {alone.gpus} "
+            f"| {alone.gpus - shared.gpus} | {alone.lower_bound} | {'yes' if ok else 'NO'} |"
+        )
+
+
 def bench_plan(
     profiles: Path = typer.Option(DEFAULT_PROFILES, "--profiles", help="profiles.json to plan on."),
     seed: int = typer.Option(0, "--seed", help="Workload seed."),
     sizes: str = typer.Option("20,200,2000", "--sizes", help="Session counts, comma-separated."),
     gpu_memory: int = typer.Option(
         141_000_000_000, "--gpu-memory", help="Bytes per GPU (H200: 141 GB)."
+    ),
+    heads: str = typer.Option(
+        "10,20", "--heads", help="Heads per backbone for the prefix-sharing table ('' for none)."
     ),
 ) -> None:
     """GPUs per policy, lower bound, planning time and moves on Zipf-0.9 workloads."""
@@ -76,3 +106,9 @@ def bench_plan(
     ps = ProfileSet.load(profiles)
     for line in run_bench(ps, counts, seed, float(gpu_memory)):
         typer.echo(line)
+    per = [int(x) for x in heads.split(",") if x.strip()]
+    if per:
+        typer.echo("")
+        typer.echo(f"heads on common backbones (each profiled model a backbone), seed {seed}:")
+        for line in run_sharing(ps, per, seed, float(gpu_memory)):
+            typer.echo(line)

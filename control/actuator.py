@@ -30,6 +30,7 @@ from tenacity import (
 )
 from tritonclient.grpc import model_config_pb2 as mc
 
+from control.ensembles import ensemble_steps, with_steps
 from control.types import Allocation, GpuPlan, Plan, Unplaced
 from model_repo_tools.config import parse_pbtxt, to_override_json
 from model_repo_tools.fleet import Fleet, FleetGpu
@@ -152,6 +153,8 @@ class Actuator:
         cfg.name = model
         if cfg.max_batch_size > 0:
             cfg.max_batch_size = max(cfg.max_batch_size, max_batch)
+        if cfg.platform == "ensemble":  # no instances, no warm-up: its steps have them
+            return to_override_json(cfg)
         cfg.ClearField("dynamic_batching")
         del cfg.instance_group[:]
         self._add_warmup(cfg, max_batch)
@@ -240,7 +243,7 @@ class Actuator:
         unreachable: dict[str, str] = {}
         if current is None:
             current, unreachable = self.read_state(gpus)
-        desired = desired_state(plan)
+        desired = with_steps(desired_state(plan), self.repo)
         if gpus is not None:
             desired = {g: models for g, models in desired.items() if g in gpus}
         todo = changes(current, desired)
@@ -251,9 +254,16 @@ class Actuator:
             if g in unreachable:
                 result.failed[(g, m)] = f"server did not answer: {unreachable[g]}"
         todo.loads = [t for t in todo.loads if t[0] not in unreachable]
-        if todo.loads:
-            with cf.ThreadPoolExecutor(max_workers=min(8, len(todo.loads))) as pool:
-                futures = {pool.submit(self._load, g, m, b): (g, m) for g, m, b in todo.loads}
+        # Ensembles after their steps (control.ensembles): each wave in parallel.
+        steps = {(g, m) for g, m, _ in todo.loads if not ensemble_steps(self.repo, m)}
+        for wave in (
+            [t for t in todo.loads if (t[0], t[1]) in steps],
+            [t for t in todo.loads if (t[0], t[1]) not in steps],
+        ):
+            if not wave:
+                continue
+            with cf.ThreadPoolExecutor(max_workers=min(8, len(wave))) as pool:
+                futures = {pool.submit(self._load, g, m, b): (g, m) for g, m, b in wave}
                 for fut in cf.as_completed(futures):
                     key = futures[fut]
                     try:
