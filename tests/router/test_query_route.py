@@ -137,3 +137,43 @@ def test_unknown_malformed_and_hopeless_queries(client) -> None:
         and "query 'tight' not served at stage" in r.json()["error"]
     )
     assert backend.batches == []  # nothing ran for any of them
+
+
+class RemoteHead:
+    """A forwarder to a router that owns `q/head`: runs `head` on the decoded request."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, bytes | None, float]] = []
+
+    async def forward(self, owner, path, headers, body, budget):
+        from router import kserve
+        from router.infer_route import Reply
+
+        self.calls.append((owner, path, headers.slo_ms, budget))
+        req = kserve.decode_request(body, int(headers.header_length))
+        y = req.inputs["v"].sum(axis=1, keepdims=True)
+        out, extra = kserve.encode_response("head", "1", {"y": y}, req)
+        return Reply(200, out, [(k.lower().encode(), v.encode()) for k, v in extra.items()])
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_stage_whose_gpus_another_router_owns_is_forwarded(client) -> None:
+    from types import SimpleNamespace
+
+    c, backend = client
+    service = c.app.state.service
+    remote = RemoteHead()
+    service.forwarder = remote
+    service.share = SimpleNamespace(target=lambda s, now: "http://other" if s == "q/head" else None)
+    x = np.array([[1, 2, 3, 4]], dtype=np.float32)
+    r = c.post("/v1/queries/q", json=_body(x))
+    assert r.status_code == 200, r.text
+    [y] = r.json()["stages"]["head"]["outputs"]
+    assert y["shape"] == [1, 3, 1] and y["data"] == [10.0, 20.0, 30.0]
+    assert [m for m, _ in backend.batches] == ["split"]  # head ran on the other router
+    assert len(remote.calls) == 3
+    owner, path, slo, budget = remote.calls[0]
+    assert (owner, path, slo) == ("http://other", "/v2/models/head/infer", b"600.0")
+    assert 0 < budget <= 1000.0
