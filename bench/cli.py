@@ -21,6 +21,7 @@ def tools(
 def mount(bench_app: typer.Typer) -> None:
     from bench.chaos import bench_chaos
     from bench.plan import bench_plan
+    from bench.prefix_serving import bench_prefix
     from bench.queries import bench_queries
     from bench.router import bench_router
     from bench.scale import bench_scale
@@ -43,6 +44,9 @@ def mount(bench_app: typer.Typer) -> None:
     bench_app.command(
         "queries", help="A two-stage query through POST /v1/queries vs its stages by a client."
     )(bench_queries)
+    bench_app.command(
+        "prefix", help="Shared-backbone examples at saturation, whole vs prefix-shared."
+    )(bench_prefix)
     bench_app.command("tools", help="Install perf_analyzer for `tnx bench router`.")(tools)
     bench_app.command(
         "simulate", help="Policies x loads x traces in the simulator (BENCHMARKS.md)."
