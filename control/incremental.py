@@ -27,11 +27,12 @@ from control.slack_index import SlackIndex
 from control.tables import EPS
 from control.types import Plan
 
-# The default move budget of a re-plan, for freeing GPUs beyond what serving the new
-# rates needs: this share of the previous plan's allocations, at least MOVE_MIN. Trades
-# GPUs against model loads per epoch; judged on BENCHMARKS.md "Fleet scale" (moves
-# after ±10% and ±30% changes) and the "after ±30%" columns of "Scheduler".
-MOVE_SHARE, MOVE_MIN = 0.05, 16
+# The default move budget of a re-plan: freeing GPUs may bring the re-plan's moves up to
+# this share of the previous plan's allocations, counting those the new rates need, and
+# always gets MOVE_MIN. Trades GPUs against model loads per epoch (what is held back is
+# freed at later epochs); judged on BENCHMARKS.md "Fleet scale" (moves after ±10% and
+# ±30% changes, issue 15's limit of 15%) and the "after ±30%" columns of "Scheduler".
+MOVE_SHARE, MOVE_MIN = 0.10, 16
 
 
 @dataclass(slots=True, frozen=True)
@@ -83,12 +84,13 @@ class Replanned:
     held_back: HeldBack
 
 
-def move_budget(previous: Plan, max_moves: int | None) -> int:
-    """`max_moves`, or by default MOVE_SHARE of the previous plan's allocations."""
+def move_budget(previous: Plan, required: int, max_moves: int | None) -> int:
+    """Moves to spend freeing GPUs: `max_moves`, or by default what MOVE_SHARE of the
+    previous plan's allocations leaves beyond the `required` ones, at least MOVE_MIN."""
     if max_moves is not None:
         return max(0, max_moves)
     allocs = sum(len(g.allocations) for g in previous.gpus)
-    return max(MOVE_MIN, math.ceil(MOVE_SHARE * allocs))
+    return max(MOVE_MIN, math.ceil(MOVE_SHARE * allocs) - required)
 
 
 def replan(
@@ -132,13 +134,27 @@ def replan(
         if node.pieces:
             nodes.append(node)
     index = SlackIndex(nodes)
-    rest = []
-    for sid, rate in left.items():
-        if rate <= EPS:
-            continue
-        d = want[sid]
-        # Growth: first where the session already runs (no load), then any slack.
+    # Growth, where the session already runs (no load). First whole: sessions whose growth
+    # costs their host least go first, so the most sessions need no other GPU; then in
+    # part, to leave less to place elsewhere.
+    grown = [(sid, r) for sid, r in left.items() if r > EPS]
+
+    def extra_cost(item: tuple[str, float]) -> float:
+        sid, rate = item
+        hosts = index.hosts(sid)
+        if len(hosts) != 1:
+            return math.inf
+        c = hosts[0].cost(hosts[0].pieces[sid].demand, rate)
+        return math.inf if c is None else c[1]
+
+    for sid, rate in sorted(grown, key=extra_cost):
         for n in index.hosts(sid):
+            if n.add(n.pieces[sid].demand, rate):
+                index.update(n)
+                left[sid] = 0.0
+                break
+    for sid, rate in left.items():
+        for n in index.hosts(sid) if rate > EPS else ():
             if rate <= EPS:
                 break
             here = n.pieces[sid].demand
@@ -146,6 +162,10 @@ def replan(
             if extra > EPS and n.add(here, extra):
                 rate -= extra
                 index.update(n)
+        left[sid] = rate
+    rest = []
+    for sid, rate in left.items():
+        d = want[sid]
         if rate > EPS:
             rate = place_rate(d, rate, nodes, {}, index)
         if rate > EPS:
@@ -153,7 +173,7 @@ def replan(
     nodes += policy(rest)
     required = sum(node_moves(n, origin) for n in nodes)
     required += sum(len(s) for gid, s in origin.items() if gid not in {n.gpu for n in nodes})
-    budget = move_budget(previous, max_moves)
+    budget = move_budget(previous, required, max_moves)
     # Every GPU may be dissolved here, saturated ones too (the policies keep theirs
     # out): so a re-plan of unchanged rates may move a session, but only to free a GPU.
     done = consolidate(nodes, origin, budget)

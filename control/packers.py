@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from control.nexus_paper import saturate
 from control.nodes import Node
 from control.problem import Demand
+from control.slack_index import SlackIndex
 from control.tables import EPS
 
 # Splitting loads whose cycle the largest batch cuts short: at most this many parts.
@@ -110,13 +111,20 @@ def _open(r: Residual) -> Node:
 
 
 def _place(
-    r: Residual, best: Node | None, duty: float, nodes: list[Node], open_: list[Node]
+    r: Residual,
+    best: Node | None,
+    duty: float,
+    nodes: list[Node],
+    open_: SlackIndex | list[Node],
 ) -> Node:
     """Put `r` on `best` at cycle `duty` (shrinking it if need be), or on a new node."""
     if best is None:
         best = _open(r)
         nodes.append(best)
-        open_.append(best)
+        if isinstance(open_, list):
+            open_.append(best)
+        else:
+            open_.add(best)
     elif duty == best.duty:
         best.add(r.demand, r.rate)
     else:
@@ -132,19 +140,19 @@ def pack(
     both: bool = False,
 ) -> list[Node]:
     nodes: list[Node] = []
-    # Nodes with room for at least the cheapest batch of any load; the rest are closed.
-    open_: list[Node] = []
+    # Open nodes (room for at least the cheapest batch of any load; the rest are closed),
+    # by slack: a load looks only at those with room for its batch of 1. Ties go to the
+    # node opened first, as a scan in opening order would choose.
+    index = SlackIndex()
     least = min((r.demand.table.cumlat[1] for r in rest), default=0.0)
     for r in sorted(rest, key=lambda r: (r.longest, -r.occupancy)):
         d, t = r.demand, r.demand.table
         best: Node | None = None
-        best_occ = -1.0
+        best_key = (-1.0, 0)
         limit = r.occupancy * (1.0 + bound)
         best_duty = 0.0
         per_byte = 1.0 / d.gclass.memory if both and math.isfinite(d.gclass.memory) else 0.0
-        for node in open_:
-            if node.gclass is not d.gclass or node.duty - node.load < t.lat[1]:
-                continue
+        for seq, node in index.roomy_seq(d.gclass, t.lat[1]):
             c = node.cost(d, r.rate)
             duty = node.duty
             if c is None and squeeze and node.mem + t.mem[1] > node.gclass.memory:
@@ -156,13 +164,15 @@ def pack(
             if c is None or c[1] / duty > limit:
                 continue
             occ = (node.load + c[1]) / duty + per_byte * (node.mem + c[2])
-            if occ > best_occ:
-                best, best_occ, best_duty = node, occ, duty
-        best = _place(r, best, best_duty, nodes, open_)
+            if (occ, -seq) > best_key:
+                best, best_key, best_duty = node, (occ, -seq), duty
+        best = _place(r, best, best_duty, nodes, index)
         if balance:
             best.balance()
         if best.slack < least:
-            open_.remove(best)  # by identity: Node has eq=False
+            index.discard(best)
+        else:
+            index.update(best)
     return nodes
 
 

@@ -72,6 +72,13 @@ class SlackIndex:
         start = bisect.bisect_left(keys, (slack, -1))
         return [self._by_seq[seq] for _, seq in keys[start:]]
 
+    def roomy_seq(self, gclass: GpuClass, slack: float) -> list[tuple[int, Node]]:
+        """(sequence number, node) of the nodes `roomy` returns; sequence numbers count
+        `add` calls, so they order nodes by when they were indexed."""
+        keys = self._keys.get(gclass, [])
+        start = bisect.bisect_left(keys, (slack, -1))
+        return [(seq, self._by_seq[seq]) for _, seq in keys[start:]]
+
     def hosts(self, sid: str) -> list[Node]:
         return list(self._hosts.get(sid, {}).values())
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from model_repo_tools.profiles import LatencyCurve
 
@@ -50,9 +52,13 @@ class BatchTable:
         return max(0, k - 1)
 
     max_batch: int = 0
+    arrays: _Arrays = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_batch", len(self.lat) - 1)
+        lat0, mem0 = np.array(self.lat), np.array(self.mem)
+        b = np.arange(1, len(self.lat), dtype=float)
+        object.__setattr__(self, "arrays", _Arrays(b, lat0[1:], mem0[1:], lat0, mem0))
 
     def batch_for(self, rate: float, duty: float) -> int:
         """The smallest batch holding one cycle's arrivals: ceil(r·d/1000), at least 1."""
@@ -60,29 +66,30 @@ class BatchTable:
 
     def saturated_batch(self, slo: float, mem_cap: float = math.inf) -> int | None:
         """Nexus's saturated batch: the largest b with 2·l(b) ≤ SLO that fits in memory."""
-        for b in range(self.max_batch, 0, -1):
-            if 2 * self.lat[b] <= slo and self.mem[b] <= mem_cap:
-                return b
-        return None
+        a = self.arrays
+        ok = np.flatnonzero((2 * a.lat <= slo) & (a.mem <= mem_cap))
+        return int(ok[-1]) + 1 if ok.size else None
 
     def peak_batch(self, slo: float, mem_cap: float = math.inf) -> int | None:
-        """The batch of highest throughput b/l(b) with 2·l(b) ≤ SLO that fits in memory."""
-        best, best_tp = None, 0.0
-        for b in range(1, self.max_batch + 1):
-            if 2 * self.lat[b] <= slo and self.mem[b] <= mem_cap:
-                tp = b / self.lat[b]
-                if tp >= best_tp:
-                    best, best_tp = b, tp
-        return best
+        """The batch of highest throughput b/l(b) with 2·l(b) ≤ SLO that fits in memory
+        (the largest such batch on ties)."""
+        a = self.arrays
+        ok = (2 * a.lat <= slo) & (a.mem <= mem_cap)
+        if not ok.any():
+            return None
+        tp = np.where(ok, a.b / a.lat, -1.0)
+        return int(a.b.size - np.argmax(tp[::-1]))
 
     def need(self, rate: float, slo: float) -> float:
         """DESIGN.md's lower bound for one session: min over b of l(b)/d_max(b), in GPUs."""
-        best = math.inf
-        for b in range(1, self.max_batch + 1):
-            lb = self.lat[b]
-            if 2 * lb <= slo:
-                best = 0.0 if rate <= 0 else min(best, lb / min(1000.0 * b / rate, slo - lb))
-        return best
+        a = self.arrays
+        ok = 2 * a.lat <= slo
+        if not ok.any():
+            return math.inf
+        if rate <= 0:
+            return 0.0
+        share = a.lat / np.minimum(1000.0 * a.b / rate, slo - a.lat)
+        return float(share[ok].min())
 
     def alone(
         self, rate: float, slo: float, mem_cap: float = math.inf, mem_weight: float = 0.0
@@ -90,24 +97,25 @@ class BatchTable:
         """(batch, duty) for `rate` alone on one GPU, if it fits one, of least cost
         l(b)/d + mem_weight · memory(b)/mem_cap: with weight 0 the least occupancy; a
         positive weight trades time for memory where memory is what runs out."""
-        best: tuple[int, float] | None = None
-        best_cost = math.inf
+        a = self.arrays
         per_byte = mem_weight / mem_cap if math.isfinite(mem_cap) else 0.0
         # Batches beyond r·SLO/1000 + 1 would need a cycle longer than the SLO.
         top = min(self.max_batch, int(rate * slo / 1000.0) + 1)
-        for b in range(1, top + 1):
-            d = min(1000.0 * b / rate, slo - self.lat[b])
-            if d <= 0:
-                continue
-            # The SLO may cut the cycle short of b arrivals: judge the batch it really gets.
-            real = self.batch_for(rate, d)
-            lb = self.lat[real]
-            if self.mem[real] > mem_cap or d < lb or d + lb > slo:
-                continue
-            cost = lb / d + per_byte * self.mem[real]
-            if cost < best_cost:
-                best, best_cost = (real, d), cost
-        return best
+        if top < 1:
+            return None
+        b = a.b[:top]
+        d = np.minimum(1000.0 * b / rate, slo - a.lat[:top])
+        # The SLO may cut the cycle short of b arrivals: judge the batch it really gets.
+        real = np.clip(np.ceil(rate * d / 1000.0 - EPS), 1, self.max_batch).astype(np.intp)
+        lb = a.lat0[real]
+        mb = a.mem0[real]
+        ok = (d > 0) & (mb <= mem_cap) & (d >= lb) & (d + lb <= slo)
+        if not ok.any():
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cost = np.where(ok, lb / d + per_byte * mb, np.inf)
+        i = int(np.argmin(cost))
+        return int(real[i]), float(d[i])
 
     def max_duty(self, rate: float, slo: float, mem_cap: float = math.inf) -> float:
         """The longest duty cycle d with d + l(ceil(r·d/1000)) ≤ SLO (0 when none).
@@ -115,18 +123,25 @@ class BatchTable:
         A batch b serves duty cycles in ((b−1)·1000/r, b·1000/r]; within that range
         the SLO caps d at SLO − l(b).
         """
-        best = 0.0
+        a = self.arrays
         step = 1000.0 / rate
-        for b in range(1, self.max_batch + 1):
-            if self.mem[b] > mem_cap:
-                continue
-            lo = (b - 1) * step
-            if lo >= slo:
-                break
-            d = min(b * step, slo - self.lat[b])
-            if d > lo and d > best:
-                best = d
-        return best
+        lo = (a.b - 1) * step
+        d = np.minimum(a.b * step, slo - a.lat)
+        ok = (a.mem <= mem_cap) & (lo < slo) & (d > lo)
+        return float(d[ok].max()) if ok.any() else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrays:
+    """The table as numpy arrays over b = 1..max_batch (b, l, memory), and l and memory
+    indexed by batch (index 0 repeats batch 1): the per-session quantities above are
+    computed over every batch at once, in the same floating-point operations."""
+
+    b: np.ndarray
+    lat: np.ndarray
+    mem: np.ndarray
+    lat0: np.ndarray
+    mem0: np.ndarray
 
 
 def _cummax(xs: list[float]) -> tuple[float, ...]:

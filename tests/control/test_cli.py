@@ -138,3 +138,13 @@ def test_bench_plan_is_mounted_from_bench_and_prints_its_table(tmp_path):
     assert len(rows) == 1 and rows[0].endswith("| yes |"), r.stdout
     bad = tnx("bench", "plan", "--sizes", "x", cwd=tmp_path)
     assert bad.returncode == 1 and "--sizes" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_move_budget_flag(files):
+    base = plan_args(files, "--gpu-type", "h200", "--gpu-memory", "141000000000")
+    assert tnx(*base, cwd=files).returncode == 0
+    (files / "prev.json").write_text((files / "plan.json").read_text())
+    r = tnx(*base, "--previous", str(files / "prev.json"), "--max-moves", "0", cwd=files)
+    assert r.returncode == 0, r.stderr
+    assert "moves: 0 loads, 0 unloads" in r.stdout and "budget of 0" in r.stdout
+    one_line_error(tnx(*base, "--max-moves", "3", cwd=files), "--max-moves")
