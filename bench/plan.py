@@ -95,6 +95,10 @@ def bench_plan(
     heads: str = typer.Option(
         "10,20", "--heads", help="Heads per backbone for the prefix-sharing table ('' for none)."
     ),
+    exact: bool = typer.Option(
+        False, "--exact", help="Instead: small cases against the exact MILP optimum."
+    ),
+    exact_time: float = typer.Option(60.0, "--exact-time", help="Seconds per MILP, at most."),
 ) -> None:
     """GPUs per policy, lower bound, planning time and moves on Zipf-0.9 workloads."""
     try:
@@ -104,6 +108,12 @@ def bench_plan(
     if not counts or min(counts) <= 0:
         raise UserInputError(f"--sizes: need positive session counts, got {sizes!r}")
     ps = ProfileSet.load(profiles)
+    if exact:
+        from bench.optimality import run_exact
+
+        for line in run_exact(ps, exact_time, set(counts) if sizes != "20,200,2000" else None):
+            typer.echo(line)
+        return
     for line in run_bench(ps, counts, seed, float(gpu_memory)):
         typer.echo(line)
     per = [int(x) for x in heads.split(",") if x.strip()]
