@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from model_repo_tools.fleet import Fleet
+from tests.deploy.test_cli import one_line_error, tnx
 
 pytestmark = pytest.mark.integration
 HEADS = ("backbone_classifier", "backbone_embedder")
@@ -59,9 +60,6 @@ def shared(exported, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Share
 
 
 def test_the_backbone_is_stored_once_and_the_unrelated_model_whole(shared: Shared) -> None:
-    from typer.testing import CliRunner
-
-    from deploy.cli import app
     from model_repo_tools.check import check_repository
     from model_repo_tools.shared_prefix import model_bytes
 
@@ -75,12 +73,13 @@ def test_the_backbone_is_stored_once_and_the_unrelated_model_whole(shared: Share
         "tiny_mlp"
     ].stat().st_size
     assert check_repository(repo) == []
-    scan = CliRunner().invoke(app, ["prefix", "scan", *map(str, shared.onnx.values())])
-    assert scan.exit_code == 0, scan.output
-    assert "group: backbone_classifier, backbone_embedder" in scan.output
-    assert "tiny_mlp: shares nothing" in scan.output
-    check = CliRunner().invoke(app, ["repo", "check", str(repo)])
-    assert check.exit_code == 0 and f"{p}: prefix shared by backbone_classifier" in check.output
+    scan = tnx("prefix", "scan", *map(str, shared.onnx.values()), cwd=shared.folder)
+    assert "group: backbone_classifier, backbone_embedder" in scan.stdout
+    assert "tiny_mlp: shares nothing" in scan.stdout
+    check = tnx("repo", "check", str(repo), cwd=shared.folder)
+    assert f"{p}: prefix shared by backbone_classifier" in check.stdout
+    bad = tnx("prefix", "scan", str(shared.folder / "nope.onnx"), cwd=shared.folder, check=False)
+    assert one_line_error(bad).endswith(f"{shared.folder / 'nope.onnx'}: no such ONNX file")
 
 
 def _profiles(prefix: str) -> dict:
@@ -113,7 +112,12 @@ def _torch(factory: str, x: np.ndarray) -> np.ndarray:
 def _body(x: np.ndarray) -> dict:
     return {
         "inputs": [
-            {"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+            {
+                "name": "input",
+                "datatype": "FP32",
+                "shape": list(x.shape),
+                "data": x.ravel().tolist(),
+            }
         ]
     }
 
