@@ -31,8 +31,9 @@ SERVICE_NAME_LABEL = (
     "kubernetes.io/service-name"  # set on each slice by the EndpointSlice controller
 )
 # Labels of the Service that the EndpointSlice controller copies onto its slices: tnx reads
-# the GPU type there when --gpu-type is not given.
+# there what --gpu-type and --gpu-memory (bytes) say when they are not given.
 GPU_TYPE_LABEL = "tnx.dev/gpu-type"
+GPU_MEMORY_LABEL = "tnx.dev/gpu-memory"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 

@@ -1,4 +1,4 @@
-"""deploy/k8s/: every manifest validates against Kubernetes 1.34's schemas
+"""deploy/k8s/: every manifest validates against Kubernetes 1.37's schemas
 (`kubernetes-validate --strict`), the GPU overlay too, and the objects agree with one
 another, with tnx's real commands and with the contracts tnx reads.
 
@@ -23,13 +23,14 @@ import pytest
 import typer
 import yaml
 
+from control.endpoints import GPU_MEMORY_LABEL, GPU_TYPE_LABEL
 from control.types import Workload
 from deploy.triton import find_tritonserver
 from model_repo_tools.profiles import ProfileSet
 from tnx.errors import MissingDependencyError
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
-VERSION = "1.34.0"
+VERSION = "1.37.0"  # the newest kubernetes-validate ships schemas of
 BUILDS = ["base", "overlays/gpu"]
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 # Lists a strategic merge patch merges by `name` (their patchMergeKey in the API); the
@@ -265,10 +266,17 @@ def test_the_control_plane_may_read_endpointslices_and_hold_its_lease(
                 for res in rule["resources"]:
                     for name in rule.get("resourceNames", ["*"]):
                         granted.setdefault((f"{group}/{res}", name), set()).update(rule["verbs"])
-    assert granted[("discovery.k8s.io/endpointslices", "*")] >= {"get", "list", "watch"}
-    assert "create" in granted[("coordination.k8s.io/leases", "*")]
-    assert granted[("coordination.k8s.io/leases", "tnx-control")] >= {"get", "update"}
-    assert not any("delete" in verbs or "*" in verbs for verbs in granted.values())
+    # Exactly what fleet discovery (list, watch) and leader election (get, create, update)
+    # use: `create` cannot be limited to a name, the others are limited to the one Lease.
+    lease = option(
+        tnx_args(container(one(objects, "Deployment", "tnx-control"), "control")), "--lease"
+    )
+    assert lease == f"{ns}/tnx-control"
+    assert granted == {
+        ("discovery.k8s.io/endpointslices", "*"): {"list", "watch"},
+        ("coordination.k8s.io/leases", "*"): {"create"},
+        ("coordination.k8s.io/leases", "tnx-control"): {"get", "update"},
+    }
 
 
 def test_routers_scale_on_cpu(built: tuple[str, list[dict]]) -> None:
@@ -319,7 +327,7 @@ def test_every_tnx_container_runs_a_command_tnx_has(
             if c["image"].startswith("nvcr.io/"):
                 continue
             seen.append(parse(tnx_command, tnx_args(c)))
-    assert sorted(seen) == [["control", "serve"], ["fleet", "attach"], ["router", "serve"]]
+    assert sorted(seen) == [["control", "serve"], ["router", "serve"]]
 
 
 def test_triton_flags_are_tritonservers() -> None:
@@ -336,29 +344,45 @@ def test_triton_flags_are_tritonservers() -> None:
         assert f"\n  {a.split('=', 1)[0]} " in usage or f"\n  {a.split('=', 1)[0]}\n" in usage, a
 
 
-def test_the_control_plane_attaches_the_statefulset_and_reads_what_it_mounts(
+def test_the_control_plane_discovers_the_statefulset_and_reads_what_it_mounts(
     built: tuple[str, list[dict]],
 ) -> None:
     objects = built[1]
     control = one(objects, "Deployment", "tnx-control")
-    attach, serve = (
-        tnx_args(container(control, "attach-fleet")),
-        tnx_args(container(control, "control")),
-    )
-    # One address per Triton pod, by its stable name under the headless Service.
+    serve = tnx_args(container(control, "control"))
+    # The fleet is the StatefulSet's headless Service, in its namespace, with a gRPC port.
     sts = one(objects, "StatefulSet", "triton")
     svc = one(objects, "Service", sts["spec"]["serviceName"])
-    grpc = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "grpc")
-    name, n = sts["metadata"]["name"], sts["spec"]["replicas"]
-    servers = [a for a in attach[2:] if not a.startswith("--") and ":" in a]
-    assert servers == [f"{name}-{i}.{svc['metadata']['name']}:{grpc}" for i in range(n)]
-    # The fleet.json the initContainer writes is the one the control plane reads.
-    fleet = option(attach, "--state")
-    assert option(serve, "--fleet") == fleet
-    assert mount_of(control, container(control, "attach-fleet"), fleet) == mount_of(
-        control, container(control, "control"), fleet
+    assert (
+        option(serve, "--fleet-from")
+        == f"k8s:{svc['metadata']['namespace']}/{svc['metadata']['name']}"
     )
-    assert option(serve, "--state").rsplit("/", 1)[0] == fleet.rsplit("/", 1)[0]
+    assert "--fleet" not in serve
+    assert any(p["name"] == "grpc" for p in svc["spec"]["ports"])
+    assert svc["spec"].get("publishNotReadyAddresses") is True  # live, not ready, still seen
+    # Its servers' GPU type is the Service's label, and every session's model has a
+    # profile of that type; their memory is a label, or Triton's metrics (GPU overlay).
+    gpu_type = svc["metadata"]["labels"][GPU_TYPE_LABEL]
+    memory = svc["metadata"]["labels"].get(GPU_MEMORY_LABEL)
+    assert memory is None or int(memory) > 0
+    assert "--gpu-type" not in serve and "--gpu-memory" not in serve
+    # Two replicas under one Lease, each named by its pod; only the leader is ready, so
+    # the rollout is Recreate; they share the state volume on one node.
+    assert control["spec"]["replicas"] == 2 and control["spec"]["strategy"]["type"] == "Recreate"
+    assert option(serve, "--identity") == "$(POD_NAME)"
+    env = {e["name"]: e for e in container(control, "control")["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    [term] = control["spec"]["template"]["spec"]["affinity"]["podAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        term["labelSelector"]["matchLabels"].items()
+        <= control["spec"]["template"]["metadata"]["labels"].items()
+    )
+    state = mount_of(control, container(control, "control"), option(serve, "--state"))
+    claim = one(objects, "PersistentVolumeClaim", state["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     # The repository the control plane reads configs from is the one Triton loads from.
     repo = mount_of(control, container(control, "control"), option(serve, "--repo"))
     triton_repo = next(
@@ -371,8 +395,7 @@ def test_the_control_plane_attaches_the_statefulset_and_reads_what_it_mounts(
         repo["persistentVolumeClaim"]["claimName"]
         == (triton_repo["persistentVolumeClaim"]["claimName"])
     )
-    # Profiles and workload come from ConfigMaps and are contracts tnx accepts; every
-    # session's model has a profile of the GPU type the fleet is attached with.
+    # Profiles and workload come from ConfigMaps and are contracts tnx accepts.
     contents = {}
     for flag in ("--profiles", "--workload"):
         path = option(serve, flag)
@@ -381,7 +404,6 @@ def test_the_control_plane_attaches_the_statefulset_and_reads_what_it_mounts(
         contents[flag] = json.loads(cm["data"][path.rsplit("/", 1)[1]])
     profiles = ProfileSet.model_validate(contents["--profiles"])
     workload = Workload.model_validate(contents["--workload"])
-    gpu_type = option(attach, "--gpu-type")
     have = {(p.model, p.gpu_type) for p in profiles.profiles}
     assert all((s.model, gpu_type) in have for s in workload.sessions)
 
@@ -414,8 +436,9 @@ def test_the_gpu_overlay_gives_each_triton_one_gpu_and_reads_its_memory() -> Non
     assert limits["nvidia.com/gpu"] == 1 and "memory" in limits  # merged, not replaced
     assert "nvidia.com/gpu" not in container(sts_base, "tritonserver")["resources"]["limits"]
     assert sts_gpu["spec"]["template"]["spec"]["nodeSelector"]
-    attach = tnx_args(container(one(gpu, "Deployment", "tnx-control"), "attach-fleet"))
-    assert option(attach, "--gpu-type") != "cpu" and "--gpu-memory" not in attach
+    labels = one(gpu, "Service", "triton")["metadata"]["labels"]
+    assert labels[GPU_TYPE_LABEL] != "cpu" and GPU_MEMORY_LABEL not in labels
+    assert GPU_MEMORY_LABEL in one(base, "Service", "triton")["metadata"]["labels"]
     # Apart from the patched fields the overlay is the base.
     assert [(o["kind"], o["metadata"]["name"]) for o in gpu] == [
         (o["kind"], o["metadata"]["name"]) for o in base
