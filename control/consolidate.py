@@ -11,6 +11,7 @@ Incremental re-planning uses the same moves to absorb grown rates.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from control.nodes import FIT, Node
 from control.problem import Demand
@@ -32,7 +33,11 @@ def _touch(touched: dict[int, tuple[Node, Node]], n: Node) -> None:
 
 
 def _add_shrinking(
-    d: Demand, rate: float, nodes: list[Node], touched: dict[int, tuple[Node, Node]]
+    d: Demand,
+    rate: float,
+    nodes: list[Node],
+    touched: dict[int, tuple[Node, Node]],
+    index: SlackIndex | None = None,
 ) -> Node | None:
     """Put all of `rate` on the node whose cycle, shortened to suit `d`, grows least in
     occupancy (the paper's merge, used only where nothing else fits whole)."""
@@ -44,7 +49,10 @@ def _add_shrinking(
     for i, n in enumerate(nodes):
         if n.duty <= longest or n.slack <= 0:
             continue
-        lb = sum(p.demand.table.floor for p in n.pieces.values())
+        if index is not None:
+            lb = index.floor_sum(n)
+        else:
+            lb = sum(p.demand.table.floor for p in n.pieces.values())
         if d.id not in n.pieces:
             lb += d.table.floor
         if lb <= longest * FIT:
@@ -74,7 +82,10 @@ def place_rate(
     """Put `rate` of `d` into the nodes' slack, whole where it fits, else split; returns
     what is left over. `touched` collects snapshots of the nodes it changes. With an
     `index` of `nodes`, only its candidates are looked at (and kept up to date)."""
-    same = [n for n in nodes if n.gclass is d.gclass and n.slack >= 0]
+    if index is None:
+        same = [n for n in nodes if n.gclass is d.gclass and n.slack >= 0]
+    else:
+        same = [n for n in index.nodes(d.gclass) if n.slack >= 0]
 
     def options() -> list[Node]:
         return same if index is None else index.candidates(d.gclass, d.id, d.table.floor)
@@ -95,7 +106,7 @@ def place_rate(
             best.add(d, rate)
             changed(best)
             return 0.0
-        shrunk = _add_shrinking(d, rate, same, touched)
+        shrunk = _add_shrinking(d, rate, same, touched, index)
         if shrunk is not None:
             changed(shrunk)
             return 0.0
@@ -124,37 +135,62 @@ def _fullness(n: Node) -> float:
 
 def dissolve(nodes: list[Node], budget: int | None = None) -> list[Node]:
     """Empty the least occupied nodes into the others' slack while that works."""
-    failures = 0
-    tried: set[int] = set()
     if budget is None:
         budget = SMALL_PLAN_FAILURES if len(nodes) <= SMALL_PLAN else MAX_DISSOLVE_FAILURES
-    while failures < budget:
+    return dissolve_priced(nodes, budget)[0]
+
+
+Price = Callable[[Node, list[tuple[Node, Node]]], int]
+
+
+def dissolve_priced(
+    nodes: list[Node], failures: int, price: Price | None = None, allowance: float = math.inf
+) -> tuple[list[Node], int, list[int]]:
+    """`dissolve`, where emptying a node costs `price(victim, [(node, before), ...])` and
+    the costs taken stay within `allowance`: (nodes, spent, costs of the ones held back).
+
+    Nodes are found through a SlackIndex; a dissolution is undone whole when its pieces
+    do not all fit, or when it would pass the allowance (then it is held back).
+    """
+    index = SlackIndex(nodes)
+    nodes = list(nodes)
+    tried: set[int] = set()
+    spent, held = 0, []
+    slack = sum(n.slack / n.duty for n in nodes)
+    while failures > 0:
         cands = [n for n in nodes if id(n) not in tried]
         if not cands:
             break
         victim = min(cands, key=_fullness)
         tried.add(id(victim))
-        others = [n for n in nodes if n is not victim]
-        slack = sum(n.slack / n.duty for n in others)
-        if slack < victim.occupancy:
-            failures += 1
+        if slack - victim.slack / victim.duty < victim.occupancy:
+            failures -= 1
             continue
+        index.discard(victim)
         touched: dict[int, tuple[Node, Node]] = {}
         ok = True
         for p in sorted(victim.pieces.values(), key=lambda p: -p.lat):
-            left = place_rate(p.demand, p.rate, others, touched)
+            left = place_rate(p.demand, p.rate, nodes, touched, index)
             # Then on another GPU type that can serve the session, if one is in use.
             for alt in p.demand.alts:
                 if left > EPS:
-                    left = place_rate(alt, left, others, touched)
+                    left = place_rate(alt, left, nodes, touched, index)
             if left > EPS:
                 ok = False
                 break
+        cost = price(victim, list(touched.values())) if ok and price is not None else 0
+        if ok and spent + cost > allowance:
+            held.append(cost)
+            ok = False
         if ok:
-            nodes = others
+            nodes = [n for n in nodes if n is not victim]
+            spent += cost
             tried.clear()
-        else:
-            for n, before in touched.values():
-                n.restore(before)
-            failures += 1
-    return nodes
+            slack = sum(n.slack / n.duty for n in nodes)
+            continue
+        for n, before in touched.values():
+            n.restore(before)
+            index.update(n)
+        index.add(victim)
+        failures -= 1
+    return nodes, spent, held

@@ -11,14 +11,16 @@ take them. Nodes are found through a SlackIndex, not by scanning every node.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from control.consolidate import MAX_DISSOLVE_FAILURES, SMALL_PLAN, SMALL_PLAN_FAILURES, place_rate
+from control.consolidate import (
+    MAX_DISSOLVE_FAILURES,
+    SMALL_PLAN,
+    SMALL_PLAN_FAILURES,
+    dissolve_priced,
+)
 from control.nodes import Node
-from control.slack_index import SlackIndex
-from control.tables import EPS
 
 
 @dataclass(slots=True)
@@ -47,61 +49,16 @@ def node_moves(n: Node, origin: Mapping[str, frozenset[str]]) -> int:
     return len(now - was) + len(was - now)
 
 
-def _fullness(n: Node) -> float:
-    cap = n.gclass.memory
-    return n.occupancy + (n.mem / cap if math.isfinite(cap) else 0.0)
-
-
 def consolidate(
     nodes: list[Node], origin: Mapping[str, frozenset[str]], budget: int
 ) -> Consolidated:
     """Dissolve the least full nodes while each frees a GPU within the move budget."""
-    index = SlackIndex(nodes)
-    nodes = list(nodes)
-    tried: set[int] = set()
-    failures, spent = 0, 0
-    held = HeldBack()
+
+    def price(victim: Node, touched: list[tuple[Node, Node]]) -> int:
+        was = origin.get(victim.gpu, frozenset()) if victim.gpu is not None else frozenset()
+        cost = len(was) - node_moves(victim, origin)
+        return cost + sum(node_moves(n, origin) - node_moves(b, origin) for n, b in touched)
+
     limit = SMALL_PLAN_FAILURES if len(nodes) <= SMALL_PLAN else MAX_DISSOLVE_FAILURES
-    slack = sum(n.slack / n.duty for n in nodes)
-    while failures < limit:
-        cands = [n for n in nodes if id(n) not in tried]
-        if not cands:
-            break
-        victim = min(cands, key=_fullness)
-        tried.add(id(victim))
-        if slack - victim.slack / victim.duty < victim.occupancy:
-            failures += 1
-            continue
-        index.discard(victim)
-        others = [n for n in nodes if n is not victim]
-        touched: dict[int, tuple[Node, Node]] = {}
-        ok = True
-        for p in sorted(victim.pieces.values(), key=lambda p: -p.lat):
-            left = place_rate(p.demand, p.rate, others, touched, index)
-            for alt in p.demand.alts:
-                if left > EPS:
-                    left = place_rate(alt, left, others, touched, index)
-            if left > EPS:
-                ok = False
-                break
-        cost = 0
-        if ok:
-            was = origin.get(victim.gpu, frozenset()) if victim.gpu is not None else frozenset()
-            cost = len(was) - node_moves(victim, origin)
-            cost += sum(node_moves(n, origin) - node_moves(b, origin) for n, b in touched.values())
-            if spent + cost > budget:
-                held.gpus += 1
-                held.moves += cost
-                ok = False
-        if ok:
-            nodes = others
-            spent += cost
-            tried.clear()
-            slack = sum(n.slack / n.duty for n in nodes)
-            continue
-        for n, before in touched.values():
-            n.restore(before)
-            index.update(n)
-        index.add(victim)
-        failures += 1
-    return Consolidated(nodes, spent, held)
+    kept, spent, held = dissolve_priced(nodes, limit, price, budget)
+    return Consolidated(kept, spent, HeldBack(len(held), sum(held)))

@@ -11,6 +11,7 @@ which settings.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from control.nexus_paper import saturate
@@ -40,15 +41,34 @@ class Residual:
     batch: int  # its batch alone at `duty`
 
 
+def prefetch(kind: str, loads: Iterable[tuple[Demand, float]], mem_weight: float = 0.0) -> None:
+    """BatchTable.prefetch for (demand, rate) pairs, grouped by table and GPU memory."""
+    groups: dict[tuple[int, float], tuple[Demand, list[float], list[float]]] = {}
+    for d, rate in loads:
+        _, rates, slos = groups.setdefault((id(d.table), d.gclass.memory), (d, [], []))
+        rates.append(rate)
+        slos.append(d.slo)
+    for d, rates, slos in groups.values():
+        d.table.prefetch(kind, rates, slos, d.gclass.memory, mem_weight)
+
+
 def residuals(demands: list[Demand], mem_weight: float = 0.0) -> tuple[list[Node], list[Residual]]:
     full: list[Node] = []
     rest: list[Residual] = []
+    prefetch("peak", ((d, d.rate) for d in demands))
+    lefts = []
     for d in demands:
+        peak = d.table.peak_batch(d.slo, d.gclass.memory)
+        lefts.append(None if peak is None else saturate(d, peak))
+    moved = [(d, got[1]) for d, got in zip(demands, lefts, strict=True) if got and got[1] > EPS]
+    prefetch("alone", moved, mem_weight)
+    prefetch("duty", moved)
+    for d, got in zip(demands, lefts, strict=True):
         t, cap = d.table, d.gclass.memory
-        peak = t.peak_batch(d.slo, cap)
-        if peak is None:
+        if got is None:
             continue
-        nodes, left = saturate(d, peak)
+        peak = t.peak_batch(d.slo, cap)
+        nodes, left = got
         full += nodes
         if left <= EPS:
             continue
@@ -65,6 +85,7 @@ def residuals(demands: list[Demand], mem_weight: float = 0.0) -> tuple[list[Node
 def reweighted(rest: list[Residual], mem_weight: float) -> list[Residual]:
     """The same residual loads with their alone configuration chosen to save memory."""
     out = []
+    prefetch("alone", ((r.demand, r.rate) for r in rest), mem_weight)
     for r in rest:
         d, t = r.demand, r.demand.table
         alone = t.alone(r.rate, d.slo, d.gclass.memory, mem_weight)
@@ -84,6 +105,19 @@ def split_capped(rest: list[Residual], reach: float) -> list[Residual]:
     such a load's rate on each of two nodes doubles both nodes' cycles.
     """
     out: list[Residual] = []
+    for k in range(1, SPLIT_MAX):
+        prefetch("duty", ((r.demand, r.rate / k) for r in rest))
+    parts = []
+    for r in rest:
+        d, t = r.demand, r.demand.table
+        want = reach * (d.slo - t.lat[t.max_batch])
+        k = 1
+        while k < SPLIT_MAX and t.max_duty(r.rate / k, d.slo, d.gclass.memory) < want:
+            k += 1
+        parts.append(k)
+    split = [(r.demand, r.rate / k) for r, k in zip(rest, parts, strict=True) if k > 1]
+    prefetch("alone", split)
+    prefetch("duty", split)
     for r in rest:
         d, t = r.demand, r.demand.table
         cap = d.gclass.memory
@@ -143,7 +177,7 @@ def pack(
     # Open nodes (room for at least the cheapest batch of any load; the rest are closed),
     # by slack: a load looks only at those with room for its batch of 1. Ties go to the
     # node opened first, as a scan in opening order would choose.
-    index = SlackIndex()
+    index = SlackIndex(hosts=False)
     least = min((r.demand.table.cumlat[1] for r in rest), default=0.0)
     for r in sorted(rest, key=lambda r: (r.longest, -r.occupancy)):
         d, t = r.demand, r.demand.table

@@ -106,6 +106,17 @@ def resolve(
         tables.split = split_models(tables._curves)
     prob = Problem(classes=list(classes))
     types = sorted({c.gpu_type for c in classes})
+    sessions = list(sessions)
+    for c in classes:  # every table's quantities for all its sessions at once
+        by_model: dict[str, list[Session]] = {}
+        for s in sessions:
+            by_model.setdefault(s.model, []).append(s)
+        for model, group in by_model.items():
+            t = tables.get(model, c.gpu_type)
+            if t is not None:
+                slos = [s.slo_ms for s in group]
+                t.prefetch("sat", slos, slos, c.memory)
+                t.prefetch("need", [s.rate for s in group], slos)
     for s in sessions:
         prob.sessions[s.id] = s
         if s.rate <= 0:

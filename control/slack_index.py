@@ -18,12 +18,18 @@ from control.problem import GpuClass
 
 
 class SlackIndex:
-    def __init__(self, nodes: Iterable[Node] = ()) -> None:
+    """With `hosts` (the default) it also knows which nodes hold each session, and each
+    node's Σ of its pieces' cheapest batches (`floor_sum`); the packers, which only ask
+    for room, do without (their nodes change at every load)."""
+
+    def __init__(self, nodes: Iterable[Node] = (), hosts: bool = True) -> None:
         self._keys: dict[GpuClass, list[tuple[float, int]]] = {}
         self._by_seq: dict[int, Node] = {}
         self._seq: dict[int, int] = {}  # id(node) → its sequence number (insertion order)
         self._key: dict[int, tuple[float, int]] = {}
+        self._track = hosts
         self._held: dict[int, tuple[str, ...]] = {}
+        self._floor: dict[int, float] = {}
         self._hosts: dict[str, dict[int, Node]] = {}
         self._next = 0
         for n in nodes:
@@ -43,8 +49,11 @@ class SlackIndex:
         key = (n.slack, seq)
         bisect.insort(self._keys.setdefault(n.gclass, []), key)
         self._key[id(n)] = key
+        if not self._track:
+            return
         held = tuple(n.pieces)
         self._held[id(n)] = held
+        self._floor[id(n)] = sum(p.demand.table.floor for p in n.pieces.values())
         for sid in held:
             self._hosts.setdefault(sid, {})[seq] = n
 
@@ -52,8 +61,10 @@ class SlackIndex:
         seq = self._seq[id(n)]
         keys = self._keys[n.gclass]
         del keys[bisect.bisect_left(keys, self._key.pop(id(n)))]
-        for sid in self._held.pop(id(n)):
-            self._hosts[sid].pop(seq, None)
+        if self._track:
+            self._floor.pop(id(n))
+            for sid in self._held.pop(id(n)):
+                self._hosts[sid].pop(seq, None)
         return seq
 
     def discard(self, n: Node) -> None:
@@ -78,6 +89,13 @@ class SlackIndex:
         keys = self._keys.get(gclass, [])
         start = bisect.bisect_left(keys, (slack, -1))
         return [(seq, self._by_seq[seq]) for _, seq in keys[start:]]
+
+    def nodes(self, gclass: GpuClass) -> list[Node]:
+        return [self._by_seq[seq] for _, seq in self._keys.get(gclass, [])]
+
+    def floor_sum(self, n: Node) -> float:
+        """Σ over `n`'s pieces of their table's cheapest batch (needs `hosts`)."""
+        return self._floor[id(n)]
 
     def hosts(self, sid: str) -> list[Node]:
         return list(self._hosts.get(sid, {}).values())

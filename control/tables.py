@@ -53,6 +53,8 @@ class BatchTable:
 
     max_batch: int = 0
     arrays: _Arrays = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    # Per-session quantities already computed, keyed by kind and arguments (`prefetch`).
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_batch", len(self.lat) - 1)
@@ -64,32 +66,23 @@ class BatchTable:
         """The smallest batch holding one cycle's arrivals: ceil(r·d/1000), at least 1."""
         return max(1, math.ceil(rate * duty / 1000.0 - EPS))
 
+    # Each quantity below is computed for many sessions at once by its `*_many` form
+    # (rows: sessions, columns: batches), in the same floating-point operations as one
+    # at a time; `prefetch` fills the memo that the one-session forms read first, so a
+    # planner resolves ten thousand sessions in a few array operations per table.
+
     def saturated_batch(self, slo: float, mem_cap: float = math.inf) -> int | None:
         """Nexus's saturated batch: the largest b with 2·l(b) ≤ SLO that fits in memory."""
-        a = self.arrays
-        ok = np.flatnonzero((2 * a.lat <= slo) & (a.mem <= mem_cap))
-        return int(ok[-1]) + 1 if ok.size else None
+        return self._one(("sat", slo, mem_cap), self.saturated_many, [slo], mem_cap)
 
     def peak_batch(self, slo: float, mem_cap: float = math.inf) -> int | None:
         """The batch of highest throughput b/l(b) with 2·l(b) ≤ SLO that fits in memory
         (the largest such batch on ties)."""
-        a = self.arrays
-        ok = (2 * a.lat <= slo) & (a.mem <= mem_cap)
-        if not ok.any():
-            return None
-        tp = np.where(ok, a.b / a.lat, -1.0)
-        return int(a.b.size - np.argmax(tp[::-1]))
+        return self._one(("peak", slo, mem_cap), self.peak_many, [slo], mem_cap)
 
     def need(self, rate: float, slo: float) -> float:
         """DESIGN.md's lower bound for one session: min over b of l(b)/d_max(b), in GPUs."""
-        a = self.arrays
-        ok = 2 * a.lat <= slo
-        if not ok.any():
-            return math.inf
-        if rate <= 0:
-            return 0.0
-        share = a.lat / np.minimum(1000.0 * a.b / rate, slo - a.lat)
-        return float(share[ok].min())
+        return self._one(("need", rate, slo), self.need_many, [rate], [slo])
 
     def alone(
         self, rate: float, slo: float, mem_cap: float = math.inf, mem_weight: float = 0.0
@@ -97,25 +90,8 @@ class BatchTable:
         """(batch, duty) for `rate` alone on one GPU, if it fits one, of least cost
         l(b)/d + mem_weight · memory(b)/mem_cap: with weight 0 the least occupancy; a
         positive weight trades time for memory where memory is what runs out."""
-        a = self.arrays
-        per_byte = mem_weight / mem_cap if math.isfinite(mem_cap) else 0.0
-        # Batches beyond r·SLO/1000 + 1 would need a cycle longer than the SLO.
-        top = min(self.max_batch, int(rate * slo / 1000.0) + 1)
-        if top < 1:
-            return None
-        b = a.b[:top]
-        d = np.minimum(1000.0 * b / rate, slo - a.lat[:top])
-        # The SLO may cut the cycle short of b arrivals: judge the batch it really gets.
-        real = np.clip(np.ceil(rate * d / 1000.0 - EPS), 1, self.max_batch).astype(np.intp)
-        lb = a.lat0[real]
-        mb = a.mem0[real]
-        ok = (d > 0) & (mb <= mem_cap) & (d >= lb) & (d + lb <= slo)
-        if not ok.any():
-            return None
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cost = np.where(ok, lb / d + per_byte * mb, np.inf)
-        i = int(np.argmin(cost))
-        return int(real[i]), float(d[i])
+        key = ("alone", rate, slo, mem_cap, mem_weight)
+        return self._one(key, self.alone_many, [rate], [slo], mem_cap, mem_weight)
 
     def max_duty(self, rate: float, slo: float, mem_cap: float = math.inf) -> float:
         """The longest duty cycle d with d + l(ceil(r·d/1000)) ≤ SLO (0 when none).
@@ -123,12 +99,101 @@ class BatchTable:
         A batch b serves duty cycles in ((b−1)·1000/r, b·1000/r]; within that range
         the SLO caps d at SLO − l(b).
         """
+        return self._one(("duty", rate, slo, mem_cap), self.max_duty_many, [rate], [slo], mem_cap)
+
+    def _one(self, key: tuple, many, *args):  # noqa: ANN001, ANN202
+        got = self.memo.get(key, _MISSING)
+        if got is _MISSING:
+            got = self.memo[key] = many(*args)[0]
+        return got
+
+    def prefetch(
+        self,
+        kind: str,
+        rates: list[float],
+        slos: list[float],
+        mem_cap: float = math.inf,
+        mem_weight: float = 0.0,
+    ) -> None:
+        """Compute `kind` ("sat", "peak", "need", "alone", "duty") for many sessions at
+        once into the memo (rates are ignored by "sat" and "peak")."""
+        for lo in range(0, len(slos), _ROWS):
+            r, s = rates[lo : lo + _ROWS], slos[lo : lo + _ROWS]
+            if kind in ("sat", "peak"):
+                fn = self.saturated_many if kind == "sat" else self.peak_many
+                for slo, v in zip(s, fn(s, mem_cap), strict=True):
+                    self.memo[(kind, slo, mem_cap)] = v
+            elif kind == "need":
+                for rate, slo, v in zip(r, s, self.need_many(r, s), strict=True):
+                    self.memo[("need", rate, slo)] = v
+            elif kind == "alone":
+                out = self.alone_many(r, s, mem_cap, mem_weight)
+                for rate, slo, v in zip(r, s, out, strict=True):
+                    self.memo[("alone", rate, slo, mem_cap, mem_weight)] = v
+            else:
+                for rate, slo, v in zip(r, s, self.max_duty_many(r, s, mem_cap), strict=True):
+                    self.memo[("duty", rate, slo, mem_cap)] = v
+
+    def saturated_many(self, slos: list[float], mem_cap: float) -> list[int | None]:
         a = self.arrays
-        step = 1000.0 / rate
+        ok = (2 * a.lat <= _col(slos)) & (a.mem <= mem_cap)
+        last = ok.shape[1] - np.argmax(ok[:, ::-1], axis=1)
+        return [int(b) if any_ else None for b, any_ in zip(last, ok.any(axis=1), strict=True)]
+
+    def peak_many(self, slos: list[float], mem_cap: float) -> list[int | None]:
+        a = self.arrays
+        ok = (2 * a.lat <= _col(slos)) & (a.mem <= mem_cap)
+        tp = np.where(ok, a.b / a.lat, -1.0)
+        last = ok.shape[1] - np.argmax(tp[:, ::-1], axis=1)
+        return [int(b) if any_ else None for b, any_ in zip(last, ok.any(axis=1), strict=True)]
+
+    def need_many(self, rates: list[float], slos: list[float]) -> list[float]:
+        a = self.arrays
+        rate, slo = _col(rates), _col(slos)
+        ok = 2 * a.lat <= slo
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = a.lat / np.minimum(1000.0 * a.b / rate, slo - a.lat)
+        best = np.where(ok, share, np.inf).min(axis=1)
+        best = np.where(ok.any(axis=1) & (rate[:, 0] <= 0), 0.0, best)
+        return [float(x) for x in best]
+
+    def alone_many(
+        self, rates: list[float], slos: list[float], mem_cap: float, mem_weight: float
+    ) -> list[tuple[int, float] | None]:
+        a = self.arrays
+        rate, slo = _col(rates), _col(slos)
+        per_byte = mem_weight / mem_cap if math.isfinite(mem_cap) else 0.0
+        # Batches beyond r·SLO/1000 + 1 would need a cycle longer than the SLO.
+        top = np.minimum(self.max_batch, np.trunc(rate * slo / 1000.0) + 1)
+        d = np.minimum(1000.0 * a.b / rate, slo - a.lat)
+        # The SLO may cut the cycle short of b arrivals: judge the batch it really gets.
+        real = np.clip(np.ceil(rate * d / 1000.0 - EPS), 1, self.max_batch).astype(np.intp)
+        lb, mb = a.lat0[real], a.mem0[real]
+        ok = (a.b <= top) & (d > 0) & (mb <= mem_cap) & (d >= lb) & (d + lb <= slo)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cost = np.where(ok, lb / d + per_byte * mb, np.inf)
+        i = np.argmin(cost, axis=1)
+        rows = np.arange(len(rates))
+        got = zip(real[rows, i], d[rows, i], ok.any(axis=1), strict=True)
+        return [(int(b), float(x)) if any_ else None for b, x, any_ in got]
+
+    def max_duty_many(self, rates: list[float], slos: list[float], mem_cap: float) -> list[float]:
+        a = self.arrays
+        step = 1000.0 / _col(rates)
         lo = (a.b - 1) * step
-        d = np.minimum(a.b * step, slo - a.lat)
-        ok = (a.mem <= mem_cap) & (lo < slo) & (d > lo)
-        return float(d[ok].max()) if ok.any() else 0.0
+        d = np.minimum(a.b * step, _col(slos) - a.lat)
+        ok = (a.mem <= mem_cap) & (lo < _col(slos)) & (d > lo)
+        best = np.where(ok, d, -np.inf).max(axis=1)
+        return [float(x) if x > 0 else 0.0 for x in best]
+
+
+_MISSING = object()
+# Sessions per array operation in `prefetch`: bounds its temporaries (rows × batches).
+_ROWS = 1024
+
+
+def _col(xs: list[float]) -> np.ndarray:
+    return np.asarray(xs, dtype=float).reshape(-1, 1)
 
 
 @dataclass(frozen=True, slots=True)

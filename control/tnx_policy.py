@@ -50,6 +50,11 @@ RETARGET_RATIOS = (math.inf, 1.2, 2.0)
 # fuller round of dissolving, stopping after POLISH_FAILURES failed tries: GPUs for
 # plan time, judged on the held-out table's 20- and 150-session rows (BENCHMARKS.md).
 POLISH_MAX_NODES, POLISH_FAILURES = 200, 400
+# The paper's plan is a candidate on problems of at most this many demands. Its merge
+# compares every residual with every node (quadratic: 5.6 s of a 2,000-session plan,
+# 22 s at 5,000) and on the held-out table it never won (BENCHMARKS.md, "Fleet scale"):
+# beyond it `tnx` is not checked against `nexus-paper`, and plans in near-linear time.
+PAPER_MAX_DEMANDS = 2500
 
 
 def retarget(demands: list[Demand], gclass: GpuClass, ratio: float = math.inf) -> list[Demand]:
@@ -91,7 +96,9 @@ def _plan_tnx(demands: list[Demand]) -> list[Node]:
                 if len(alt) < len(ours) and _rebuildable(alt):
                     ours = alt
     # The paper's plan, after the same dissolving, is a candidate too: so this policy
-    # never uses more GPUs than `nexus-paper`.
+    # never uses more GPUs than `nexus-paper` (up to PAPER_MAX_DEMANDS).
+    if len(demands) > PAPER_MAX_DEMANDS:
+        return ours
     paper = dissolve(plan_nexus(demands))
     return ours if _score(ours) <= _score(paper) else paper
 

@@ -152,6 +152,11 @@ def lower_bound(
     types = sorted({t for _, t in curves} if gpu_types is None else set(gpu_types))
     cache: dict[tuple[str, str], BatchTable] = {}
     total = 0.0
+    sessions = list(sessions)
+    for key in {(s.model, ty) for s in sessions for ty in types} & curves.keys():
+        cache[key] = BatchTable.from_curve(curves[key])
+        group = [s for s in sessions if s.model == key[0]]
+        cache[key].prefetch("need", [s.rate for s in group], [s.slo_ms for s in group])
     for s in sessions:
         tabs = []
         for ty in types:

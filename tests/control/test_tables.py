@@ -90,3 +90,21 @@ def test_vectorised_quantities_equal_the_loops(seed, monotone, rate, slo, cap, w
         assert t.alone(rate, slo, cap, w) == ref_alone(t, rate, slo, cap, w)
         assert t.max_duty(rate, slo, cap) == ref_max_duty(t, rate, slo, cap)
         assert t.floor == min(t.lat)
+
+
+def test_prefetch_fills_the_memo_with_the_same_values():
+    ps = synthetic_profiles(7, 3, monotone=False)
+    rates = [0.5 * 1.7**k for k in range(20)]
+    slos = [3.0 + 11 * k for k in range(20)]
+    for curve in ps.curves().values():
+        fresh, warm = BatchTable.from_curve(curve), BatchTable.from_curve(curve)
+        for kind in ("sat", "peak", "need", "alone", "duty"):
+            warm.prefetch(kind, rates, slos, 1e9, 0.5)
+        assert len(warm.memo) == 5 * 20
+        for r, s in zip(rates, slos, strict=True):
+            assert warm.saturated_batch(s, 1e9) == fresh.saturated_batch(s, 1e9)
+            assert warm.peak_batch(s, 1e9) == fresh.peak_batch(s, 1e9)
+            assert warm.need(r, s) == fresh.need(r, s)
+            assert warm.alone(r, s, 1e9, 0.5) == fresh.alone(r, s, 1e9, 0.5)
+            assert warm.max_duty(r, s, 1e9) == fresh.max_duty(r, s, 1e9)
+        assert len(warm.memo) == 5 * 20  # every call above was a hit
