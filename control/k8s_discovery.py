@@ -26,6 +26,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -75,8 +77,14 @@ class SliceWatch:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
+        # End a watch blocked on its stream: shut its socket down (closing the response
+        # from this thread would wait for the reader's lock, held until the next event).
         if (resp := self._response) is not None:
-            resp.close()  # ends a watch blocked on its stream
+            with (
+                contextlib.suppress(OSError, ValueError),
+                socket.socket(fileno=os.dup(resp.fileno())) as dup,
+            ):
+                dup.shutdown(socket.SHUT_RDWR)  # the connection's, not only the dup's
         if self._thread is not None:
             self._thread.join(timeout_s)
 

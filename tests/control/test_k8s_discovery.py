@@ -318,3 +318,18 @@ def test_the_first_fleet_waits_for_servers_to_qualify(api: FakeApi) -> None:
             await disc3.initial(wait_s=0.2)
 
     asyncio.run(scenario())
+
+
+def test_stopping_ends_a_watch_that_waits_for_events(api: FakeApi) -> None:
+    import time
+
+    api.put_slice(endpoint_slice("s1", "triton", [endpoint("10.0.0.1", hostname="triton-0")]))
+    seen = Seen()
+    watch = SliceWatch(client_for(api.door()), SVC, seen, watch_timeout_s=300)
+    watch.start()
+    seen.wait_for({"triton-0.triton.tnx.svc:8001"})
+    time.sleep(0.2)  # blocked on the stream, which has nothing to say for 300 s
+    started = time.monotonic()
+    watch.stop()
+    assert watch._thread is not None and not watch._thread.is_alive()
+    assert time.monotonic() - started < 2.0
