@@ -22,6 +22,11 @@ from control.tables import EPS
 # time (each attempt scans every node per session moved, and later candidates are
 # fuller, so less likely to go); judged on BENCHMARKS.md "Scheduler", 2000-session rows.
 MAX_DISSOLVE_FAILURES = 12
+# Nodes tried for a shortened cycle per placement, best bound first: the bound (Σ of
+# cheapest batches) is loose, and on a plan of 1,600 nodes trying all that pass it took
+# ~175 re-batchings per placement and half of the dissolving time (BENCHMARKS.md,
+# "Fleet scale"); beyond the first few the choice seldom changes.
+SHRINK_CANDIDATES = 32
 # On plans of at most SMALL_PLAN nodes an attempt is cheap: allow more failures; judged
 # on the held-out table's 20- and 150-session rows (BENCHMARKS.md) against plan time.
 SMALL_PLAN, SMALL_PLAN_FAILURES = 200, 40
@@ -44,7 +49,7 @@ def _add_shrinking(
     longest = d.table.max_duty(rate, d.slo, d.gclass.memory)
     # Branch and bound: no batch costs less than its table's floor, so Σ floors bounds a
     # shortened node's load from below; nodes are tried by that bound, and the scan stops
-    # where the bound passes the best growth found (same choice as trying every node).
+    # where the bound passes the best growth found, or after SHRINK_CANDIDATES nodes.
     bounded = []
     for i, n in enumerate(nodes):
         if n.duty <= longest or n.slack <= 0:
@@ -60,7 +65,7 @@ def _add_shrinking(
     bounded.sort(key=lambda x: (x[0], x[1]))
     best: Node | None = None
     best_key = (math.inf, 0)
-    for lb_growth, i, n in bounded:
+    for lb_growth, i, n in bounded[:SHRINK_CANDIDATES]:
         if lb_growth > best_key[0] + 1e-12:
             break
         sh = n.shrunk(d, rate, longest)
@@ -82,13 +87,15 @@ def place_rate(
     """Put `rate` of `d` into the nodes' slack, whole where it fits, else split; returns
     what is left over. `touched` collects snapshots of the nodes it changes. With an
     `index` of `nodes`, only its candidates are looked at (and kept up to date)."""
-    if index is None:
-        same = [n for n in nodes if n.gclass is d.gclass and n.slack >= 0]
-    else:
-        same = [n for n in index.nodes(d.gclass) if n.slack >= 0]
+
+    def same() -> list[Node]:  # every node of the class (an index's only when needed)
+        pool = nodes if index is None else index.nodes(d.gclass)
+        return [n for n in pool if n.gclass is d.gclass and n.slack >= 0]
+
+    every = same() if index is None else []
 
     def options() -> list[Node]:
-        return same if index is None else index.candidates(d.gclass, d.id, d.table.floor)
+        return every if index is None else index.candidates(d.gclass, d.id, d.table.floor)
 
     def changed(n: Node) -> None:
         if index is not None:
@@ -106,7 +113,7 @@ def place_rate(
             best.add(d, rate)
             changed(best)
             return 0.0
-        shrunk = _add_shrinking(d, rate, same, touched, index)
+        shrunk = _add_shrinking(d, rate, every if index is None else same(), touched, index)
         if shrunk is not None:
             changed(shrunk)
             return 0.0

@@ -180,26 +180,29 @@ def pack(
     index = SlackIndex(hosts=False)
     least = min((r.demand.table.cumlat[1] for r in rest), default=0.0)
     for r in sorted(rest, key=lambda r: (r.longest, -r.occupancy)):
-        d, t = r.demand, r.demand.table
+        d, t, rate = r.demand, r.demand.table, r.rate
         best: Node | None = None
-        best_key = (-1.0, 0)
+        best_occ, best_seq = -1.0, 0
         limit = r.occupancy * (1.0 + bound)
         best_duty = 0.0
         per_byte = 1.0 / d.gclass.memory if both and math.isfinite(d.gclass.memory) else 0.0
-        for seq, node in index.roomy_seq(d.gclass, t.lat[1]):
-            c = node.cost(d, r.rate)
+        keys, start, by_seq = index.room(d.gclass, t.lat[1])
+        for k in range(start, len(keys)):  # the hottest loop of planning: kept flat
+            seq = keys[k][1]
+            node = by_seq[seq]
+            c = node.cost(d, rate)
             duty = node.duty
             if c is None and squeeze and node.mem + t.mem[1] > node.gclass.memory:
                 # Out of memory, not time: a shorter cycle means smaller batches.
-                sq = _squeeze(node, d, r.rate)
+                sq = _squeeze(node, d, rate)
                 if sq is not None:
                     duty, load, mem = sq
                     c = (0, load - node.load, mem - node.mem)
             if c is None or c[1] / duty > limit:
                 continue
             occ = (node.load + c[1]) / duty + per_byte * (node.mem + c[2])
-            if (occ, -seq) > best_key:
-                best, best_key, best_duty = node, (occ, -seq), duty
+            if occ > best_occ or (occ == best_occ and seq < best_seq):
+                best, best_occ, best_seq, best_duty = node, occ, seq, duty
         best = _place(r, best, best_duty, nodes, index)
         if balance:
             best.balance()

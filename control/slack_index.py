@@ -83,12 +83,15 @@ class SlackIndex:
         start = bisect.bisect_left(keys, (slack, -1))
         return [self._by_seq[seq] for _, seq in keys[start:]]
 
-    def roomy_seq(self, gclass: GpuClass, slack: float) -> list[tuple[int, Node]]:
-        """(sequence number, node) of the nodes `roomy` returns; sequence numbers count
-        `add` calls, so they order nodes by when they were indexed."""
+    def room(
+        self, gclass: GpuClass, slack: float
+    ) -> tuple[list[tuple[float, int]], int, dict[int, Node]]:
+        """The nodes `roomy` returns, for a flat loop: the (slack, sequence number) keys of
+        `gclass`, where those with at least `slack` start, and the nodes by sequence
+        number (which counts `add` calls: it orders nodes by when they were indexed).
+        Valid until the index next changes."""
         keys = self._keys.get(gclass, [])
-        start = bisect.bisect_left(keys, (slack, -1))
-        return [(seq, self._by_seq[seq]) for _, seq in keys[start:]]
+        return keys, bisect.bisect_left(keys, (slack, -1)), self._by_seq
 
     def nodes(self, gclass: GpuClass) -> list[Node]:
         return [self._by_seq[seq] for _, seq in self._keys.get(gclass, [])]
