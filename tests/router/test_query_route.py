@@ -177,3 +177,19 @@ def test_a_stage_whose_gpus_another_router_owns_is_forwarded(client) -> None:
     owner, path, slo, budget = remote.calls[0]
     assert (owner, path, slo) == ("http://other", "/v2/models/head/infer", b"600.0")
     assert 0 < budget <= 1000.0
+
+
+def test_a_new_plan_brings_new_queries_and_budgets(client) -> None:
+    c, _ = client
+    service = c.app.state.service
+    plan = _plan()
+    moved = plan.model_copy(deep=True)
+    moved.queries[0].stages[1].budget_ms = 550.0
+    moved.queries = moved.queries[:1]
+    service.switch_plan(moved, revision=2)
+    assert service.queries.get("q").stage("head").budget_ms == 550.0
+    r = c.post("/v1/queries/tight", json=_body(np.ones((1, 4), np.float32)))
+    assert r.status_code == 503 and r.json()["reason"] == "no_placement"  # known, not now
+    service.switch_plan(plan.model_copy(update={"gpus": []}), revision=3)
+    r = c.post("/v1/queries/q", json=_body(np.ones((1, 4), np.float32)))
+    assert r.status_code == 503 and "'q/split' is not placed" in r.json()["error"]
