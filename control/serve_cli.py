@@ -26,15 +26,15 @@ def api_client(flag: str) -> Any:
 
     from tnx.errors import UserInputError
 
+    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     try:
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if in_pod:
             config.load_incluster_config()
         else:
             config.load_kube_config()
     except (config.ConfigException, OSError) as err:
-        raise UserInputError(
-            f"{flag}: no Kubernetes API: not in a pod and no usable kubeconfig ({err})"
-        ) from None
+        where = "the pod's service account" if in_pod else "not in a pod, and no usable kubeconfig"
+        raise UserInputError(f"{flag}: no Kubernetes API: {where} ({err})") from None
     return client.ApiClient()
 
 

@@ -81,3 +81,24 @@ def test_lease_timings_that_cannot_elect_safely_are_refused(
     )  # fmt: skip
     line = one_line_error(proc)
     assert "--lease tnx/tnx-control" in line and "renew deadline" in line
+
+
+@pytest.mark.parametrize("in_pod", [False, True])
+def test_no_kubernetes_api_is_one_line_naming_the_flag(
+    files: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_pod: bool
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    if in_pod:  # a pod without a service account token mounted
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    else:
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    proc = tnx(
+        "control", "serve", "--fleet-from", "k8s:tnx/triton", *files, cwd=tmp_path, check=False
+    )
+    line = one_line_error(proc)
+    assert (
+        line.startswith("error: --fleet-from: no Kubernetes API")
+        or "--fleet-from: no Kubernetes API" in line
+    )
+    assert ("service account" in line) == in_pod
