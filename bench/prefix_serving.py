@@ -5,22 +5,23 @@ into one repository twice: whole (`whole_<name>`, two models each running the ba
 and split by `--share-prefix` (the backbone once, a suffix each, ensembles under the
 original names). One fleet serves both; each configuration in turn gets its plan (one
 session per model on every server, the same batch), its models loaded by the actuator,
-its own `tnx router serve`, and the same closed-loop client: `concurrency` requests in
-flight, half to each model, binary tensors, for `seconds`. Rounds alternate the two, so
-a noisy stretch of a shared machine falls on both. Reported: answers per second, 503s,
-latency percentiles, and Triton's execution counts of the backbone's models.
+its own `tnx router serve`, and the same open-loop client (k6, `bench.open_loop`): `rate`
+requests per second, above what the servers hold, half to each model, binary tensors,
+for `seconds` after a 3-s warm-up. Rounds alternate the two, so a noisy stretch of a
+shared machine falls on both. Reported: answers per second (the throughput at saturation),
+answers within the SLO, 503s, latency percentiles, and Triton's execution counts.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
+
+from bench.open_loop import Body, Counts, LoadSpec, Phase, run_load
 
 HEADS = ("backbone_classifier", "backbone_embedder")
 SHAPE = (3, 32, 32)
@@ -29,19 +30,23 @@ SHAPE = (3, 32, 32)
 @dataclass(slots=True)
 class Run:
     config: str
-    answered: int = 0
-    refused: int = 0
-    other: int = 0
-    seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
+    counts: Counts
+    seconds: float
     executions: dict[str, int] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
-        return self.answered / self.seconds if self.seconds else 0.0
+        return self.counts.ok / self.seconds
+
+    @property
+    def goodput(self) -> float:
+        return self.counts.in_slo / self.seconds
 
 
-def _body(x) -> tuple[bytes, dict[str, str]]:  # noqa: ANN001
+def _body(path: Path) -> Body:
+    import numpy as np
+
+    x = np.random.default_rng(0).standard_normal((1, *SHAPE), dtype=np.float32)
     header = {
         "inputs": [
             {
@@ -54,37 +59,8 @@ def _body(x) -> tuple[bytes, dict[str, str]]:  # noqa: ANN001
         "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
     }
     head = json.dumps(header).encode()
-    return head + x.tobytes(), {
-        "Inference-Header-Content-Length": str(len(head)),
-        "Content-Type": "application/octet-stream",
-    }
-
-
-async def _drive(url: str, models: tuple[str, str], seconds: float, concurrency: int, run: Run):
-    import httpx
-    import numpy as np
-
-    x = np.random.default_rng(0).standard_normal((1, *SHAPE), dtype=np.float32)
-    body, headers = _body(x)
-    stop = time.perf_counter() + seconds
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as c:
-
-        async def worker(i: int) -> None:
-            model = models[i % 2]
-            while time.perf_counter() < stop:
-                t0 = time.perf_counter()
-                r = await c.post(f"{url}/v2/models/{model}/infer", content=body, headers=headers)
-                if r.status_code == 200:
-                    run.answered += 1
-                    run.latencies.append((time.perf_counter() - t0) * 1000)
-                elif r.status_code == 503:
-                    run.refused += 1
-                else:
-                    run.other += 1
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        run.seconds = time.perf_counter() - t0
+    path.write_bytes(head + x.tobytes())
+    return Body(path, len(head))
 
 
 def _plan(fleet, models: tuple[str, str], batch: int, slo: float):  # noqa: ANN001, ANN202
@@ -126,9 +102,10 @@ def bench_prefix(
     out: Path = typer.Option(Path("bench-out/prefix"), "--out", help="Working folder."),
     servers: int = typer.Option(1, "--servers", help="tritonserver processes."),
     seconds: float = typer.Option(20.0, "--seconds", help="Seconds of load per run."),
-    concurrency: int = typer.Option(32, "--concurrency", help="Requests in flight."),
+    rate: float = typer.Option(600.0, "--rate", help="Offered req/s (open loop, k6)."),
+    slo: float = typer.Option(500.0, "--slo", help="SLO of both sessions, ms."),
     rounds: int = typer.Option(2, "--rounds", help="Runs of each configuration, alternated."),
-    batch: int = typer.Option(16, "--batch", help="Planned batch of each session."),
+    batch: int = typer.Option(32, "--batch", help="Planned batch of each session."),
 ) -> None:
     """Throughput at saturation of the shared-backbone examples, whole vs prefix-shared."""
     from control.actuator import Actuator
@@ -162,15 +139,17 @@ def bench_prefix(
         fleet.save(out / "fleet.json")
         parts = [prefix, *(f"{prefix}__{h}" for h in HEADS)]
         names = [*whole, *HEADS, *parts]
-        settings = ProfileSettings(batches=(1, 2, 4, 8, 16, 32), budget_s=5.0)
+        settings = ProfileSettings(batches=(1, 2, 4, 8, 16, 32, 64), budget_s=5.0)
         runs_ = list(measure_fleet(fleet.gpus[:1], names, settings))
         ProfileSet(profiles=[r.profile for r in runs_]).save(out / "profiles.json")
         configs = {"whole": whole, "prefix-shared": HEADS}
         results: list[Run] = []
         act = Actuator(fleet, repo)
+        body = _body(out / "body.bin")
+        phases = (Phase("warm", rate, 3), Phase("load", rate, int(seconds)))
         for k in range(rounds):
             for config, served in configs.items():
-                plan = _plan(fleet, served, batch, 2000.0)
+                plan = _plan(fleet, served, batch, slo)
                 plan.save(out / f"plan-{config}.json")
                 act.apply(plan)
                 port = free_port()
@@ -183,11 +162,11 @@ def bench_prefix(
                 ]
                 router = spawn("router", args, port, "/v2/health/ready", out / f"router-{k}.log")
                 try:
-                    run = Run(config)
-                    asyncio.run(_drive(router.url, served, 3.0, concurrency, Run(config)))  # warm
+                    targets = [f"{router.url}/v2/models/{m}/infer" for m in served]
                     before = _executions(fleet, names)
-                    asyncio.run(_drive(router.url, served, seconds, concurrency, run))
+                    res = run_load(LoadSpec(targets, body, slo, phases), out, f"{config}-{k}")
                     after = _executions(fleet, names)
+                    run = Run(config, res.phase("load"), seconds)
                     run.executions = {
                         m: after[m] - before[m] for m in names if after[m] > before[m]
                     }
@@ -196,19 +175,24 @@ def bench_prefix(
                 finally:
                     router.stop(5)
         typer.echo(
-            f"| configuration | answers/s (rounds) | median | 503/s | p50 ms | p99 ms "
-            f"| Triton executions ({seconds:g} s) |"
+            f"offered {rate:g} req/s (half to each model) for {seconds:g} s, SLO {slo:g} ms, "
+            f"planned batch {batch} per session, {servers} server(s)"
         )
-        typer.echo("|---|---|---|---|---|---|---|")
+        typer.echo(
+            "| configuration | answers/s (each round) | median | in SLO/s | 503/s | p50 ms "
+            "| p99 ms | Triton executions (last round, warm-up included) |"
+        )
+        typer.echo("|---|---|---|---|---|---|---|---|")
         for config in configs:
             mine = [r for r in results if r.config == config]
-            lat = sorted(x for r in mine for x in r.latencies)
+            last = mine[-1].counts
             execs = ", ".join(f"{m} {n}" for m, n in mine[-1].executions.items())
             typer.echo(
                 f"| {config} | {', '.join(f'{r.rate:.1f}' for r in mine)} "
                 f"| {statistics.median(r.rate for r in mine):.1f} "
-                f"| {sum(r.refused for r in mine) / sum(r.seconds for r in mine):.1f} "
-                f"| {lat[len(lat) // 2]:.1f} | {lat[int(len(lat) * 0.99)]:.1f} | {execs} |"
+                f"| {statistics.median(r.goodput for r in mine):.1f} "
+                f"| {statistics.median(r.counts.s503 / r.seconds for r in mine):.1f} "
+                f"| {last.p50_ms or 0:.1f} | {last.p99_ms or 0:.1f} | {execs} |"
             )
     finally:
         stop_fleet(fleet, grace_s=5)

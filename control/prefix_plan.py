@@ -35,6 +35,11 @@ from model_repo_tools.prefix_names import parts
 from model_repo_tools.profiles import LatencyCurve
 
 Policy = Callable[[list[Demand]], list[Node]]
+# A chunk of a group holds at most the prefix's largest batch over MEMBER_SHARE members
+# (every member adds a sample to each prefix batch) and CAPACITY of its best throughput
+# (the rest is the suffixes'): `tnx bench plan`'s sharing table (BENCHMARKS.md).
+MEMBER_SHARE = 4
+CAPACITY = 0.7
 
 
 @dataclass(slots=True, frozen=True)
@@ -93,9 +98,38 @@ def group_table(members: list[Demand], gpu_type: str) -> BatchTable | None:
     return BatchTable.from_curve(curve)
 
 
+def chunks(members: list[Demand]) -> list[list[Demand]]:
+    """A group's members cut into chunks that one GPU can carry: in order of SLO (so a
+    chunk's tightest SLO is near all of its members'), at most a quarter of the prefix's
+    largest batch of members (each member adds at least one sample to every prefix batch)
+    and at most 70 % of the prefix's best throughput within that SLO (the rest is the
+    suffixes'). A group split over GPUs by rate would run every member on every GPU."""
+    p_tab = members[0].share.prefix_table  # type: ignore[union-attr]
+    most = max(2, p_tab.max_batch // MEMBER_SHARE)
+    out: list[list[Demand]] = []
+    cur: list[Demand] = []
+    rate = 0.0
+    for d in sorted(members, key=lambda d: (d.slo, -d.rate, d.id)):
+        if cur and (len(cur) >= most or rate + d.rate > _capacity(p_tab, cur[0].slo)):
+            out.append(cur)
+            cur, rate = [], 0.0
+        cur.append(d)
+        rate += d.rate
+    return out + [cur] if cur else out
+
+
+def _capacity(t: BatchTable, slo: float) -> float:
+    """CAPACITY of the highest rate `t` serves back to back with 2·l(b) ≤ SLO, req/s."""
+    b = t.peak_batch(slo)
+    return 0.0 if b is None else CAPACITY * 1000.0 * b / t.lat[b]
+
+
 def contract(demands: list[Demand]) -> tuple[list[Demand], dict[str, list[Demand]]]:
-    """The demands with each group (same prefix, same GPU class, two or more members)
-    replaced by one demand; and group demand id → its members."""
+    """The demands with each chunk of a group (same prefix, same GPU class; `chunks`) of
+    two or more members replaced by one demand; and group demand id → its members.
+    Merged even where it needs a little more of a GPU (a model whose l(b) is nearly
+    linear gains little from a bigger batch): members left whole that the packers put
+    together would run as one prefix batch anyway, priced as they were not."""
     by_group: dict[tuple[str, int], list[Demand]] = {}
     for d in demands:
         share = getattr(d, "share", None)
@@ -104,37 +138,105 @@ def contract(demands: list[Demand]) -> tuple[list[Demand], dict[str, list[Demand
     out: list[Demand] = []
     members: dict[str, list[Demand]] = {}
     grouped: set[str] = set()
-    for (prefix, _), ms in by_group.items():
-        if len(ms) < 2:
+    for (prefix, _), group in by_group.items():
+        if len(group) < 2:
             continue
-        gclass = ms[0].gclass
-        table = group_table(ms, gclass.gpu_type)
-        slo = min(d.slo for d in ms)
-        if table is None or table.saturated_batch(slo, gclass.memory) is None:
-            continue
-        gid = f"{prefix}@{gclass.name}"
-        out.append(Demand(gid, prefix, slo, sum(d.rate for d in ms), table, gclass))
-        members[gid] = ms
-        grouped.update(d.id for d in ms)
+        gclass = group[0].gclass
+        for k, ms in enumerate(chunks(group)):
+            if len(ms) < 2:
+                continue
+            table = group_table(ms, gclass.gpu_type)
+            slo = min(d.slo for d in ms)
+            if table is None or table.saturated_batch(slo, gclass.memory) is None:
+                continue
+            rate = sum(d.rate for d in ms)
+            gid = f"{prefix}@{gclass.name}#{k}"
+            out.append(Demand(gid, prefix, slo, rate, table, gclass))
+            members[gid] = ms
+            grouped.update(d.id for d in ms)
     return [d for d in demands if d.id not in grouped] + out, members
 
 
 def expand(nodes: list[Node], members: Mapping[str, list[Demand]]) -> list[Node]:
-    """Each group piece replaced, on its node, by one piece per member: its share of the
-    piece's rate at its least batch for the node's cycle."""
+    """Each group piece replaced, on its node, by one piece per member (its share of the
+    piece's rate, at its least batch for the node's cycle); then `separate`."""
+    units: dict[int, dict[str, list[list[str]]]] = {}
     for n in nodes:
+        mine: dict[str, list[list[str]]] = units.setdefault(id(n), {})
         for gid in [k for k in n.pieces if k in members]:
             piece = n.pieces.pop(gid)
             group = members[gid]
             total = sum(d.rate for d in group)
             for d in group:
                 rate = piece.rate * d.rate / total
-                mine = n.pieces.get(d.id)
-                if mine is not None:  # kept there unshared by an incremental re-plan
-                    rate += mine.rate
+                old = n.pieces.get(d.id)
+                if old is not None:  # kept there unshared by an incremental re-plan
+                    rate += old.rate
                 batch = d.table.batch_for(rate, n.duty)
                 n.pieces[d.id] = Piece(replace(d, alts=()), rate, batch)
-    return nodes
+            mine.setdefault(group[0].share.prefix, []).append([d.id for d in group])  # type: ignore[union-attr]
+        taken = {i for us in mine.values() for u in us for i in u}
+        for sid, p in n.pieces.items():
+            if p.demand.share is not None and sid not in taken:
+                mine.setdefault(p.demand.share.prefix, []).append([sid])
+    return separate(nodes, units)
+
+
+def path_cost(n: Node, ids: list[str]) -> tuple[float, float, int]:
+    """(latency, memory, prefix batch) of one prefix batch of the pieces `ids` on `n` and
+    each one's suffix batch: how the validator and the router count them."""
+    pieces = [n.pieces[i] for i in ids]
+    share = pieces[0].demand.share
+    assert share is not None
+    total = sum(p.batch for p in pieces)
+    if len(pieces) == 1:
+        return pieces[0].lat, pieces[0].mem, total
+    p_tab = share.prefix_table
+    if total > p_tab.max_batch or any(
+        p.batch > p.demand.share.suffix_table.max_batch  # type: ignore[union-attr]
+        for p in pieces
+    ):
+        return math.inf, math.inf, total
+    lat = p_tab.lat[total] + sum(p.demand.share.suffix_table.lat[p.batch] for p in pieces)  # type: ignore[union-attr]
+    mem = p_tab.mem[total] + sum(p.demand.share.suffix_table.mem[p.batch] for p in pieces)  # type: ignore[union-attr]
+    return lat, mem, total
+
+
+def _valid(n: Node, units: Mapping[str, list[list[str]]]) -> bool:
+    shared = {i for us in units.values() for u in us for i in u}
+    lat = sum(p.lat for sid, p in n.pieces.items() if sid not in shared)
+    mem = sum(p.mem for sid, p in n.pieces.items() if sid not in shared)
+    for us in units.values():
+        ids = [i for u in us for i in u]
+        g_lat, g_mem, _ = path_cost(n, ids)
+        lat, mem = lat + g_lat, mem + g_mem
+        if any(n.duty + g_lat > n.pieces[i].demand.slo * (1 + EPS) for i in ids):
+            return False
+    return lat <= n.duty * (1 + EPS) and mem <= n.gclass.memory
+
+
+def separate(nodes: list[Node], units: Mapping[int, dict[str, list[list[str]]]]) -> list[Node]:
+    """Where a node holds several units of one prefix (group pieces of one prefix, or
+    members planned whole) and, run as the one prefix batch the router makes of them, they
+    break a rule of the node, the smaller units move to nodes of their own at the same
+    cycle and batches (where each was valid already)."""
+    out = list(nodes)
+    for n in nodes:
+        mine = units.get(id(n), {})
+        for prefix in [p for p, us in mine.items() if len(us) > 1]:
+            us = sorted(mine[prefix], key=lambda u: -path_cost(n, u)[0])
+            while len(us) > 1 and not _valid(n, {**mine, prefix: us}):
+                moved = us.pop()
+                pieces = {i: n.pieces.pop(i) for i in moved}
+                alone = Node(n.gclass, n.duty, pieces)
+                alone.load, alone.mem, _ = path_cost(alone, moved)
+                out.append(alone)
+            mine[prefix] = us
+        shared = {i for us in mine.values() for u in us for i in u}
+        n.load = sum(p.lat for sid, p in n.pieces.items() if sid not in shared) + sum(
+            path_cost(n, [i for u in us for i in u])[0] for us in mine.values()
+        )
+    return out
 
 
 def sharing(policy: Policy) -> Policy:

@@ -75,3 +75,18 @@ def test_a_lone_member_is_planned_whole() -> None:
     plan = schedule(sessions, _curves(1), pool(GPU), "tnx").plan
     assert [a.model for g in plan.gpus for a in g.allocations] == ["head0"]
     assert validate_plan(plan, sessions, _curves(1)) == []
+
+
+def test_many_heads_per_backbone_are_chunked_and_stay_valid() -> None:
+    # Five H200 backbones with 50 heads each (bench.prefix_workload): groups that big are
+    # cut into chunks one GPU can carry, and no GPU runs a prefix batch past its profile.
+    from bench.prefix_workload import heads_on_backbones
+    from control.cli import DEFAULT_PROFILES
+    from model_repo_tools.profiles import ProfileSet
+
+    split, whole, sessions = heads_on_backbones(ProfileSet.load(DEFAULT_PROFILES), GPU, 50, 0)
+    classes = pool(GPU, 141e9)
+    shared = schedule(sessions, split, classes, "tnx")
+    alone = schedule(sessions, whole, classes, "tnx")
+    assert validate_plan(shared.plan, sessions, split, default_memory=141e9) == []
+    assert shared.gpus < alone.gpus
