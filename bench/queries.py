@@ -309,6 +309,35 @@ def report(rows: list[Row], setup: dict, slo_ms: float, rate: float, command: st
     return "\n".join(lines)
 
 
+def plot(rows: list[dict], rate: float, slo_ms: float, path: Path) -> Path:
+    """Goodput against offered load per system; `rows`: results.json's rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {
+        "query": "POST /v1/queries (stages in the router)",
+        "client": "stages as independent sessions, chained by the client",
+    }
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    for system in SYSTEMS:
+        rs = sorted((r for r in rows if r["system"] == system), key=lambda r: r["rate"])
+        ax.plot([r["rate"] for r in rs], [r["goodput"] for r in rs], "o-", label=labels[system])
+    top = max(r["rate"] for r in rows)
+    ax.plot([0, top], [0, top], ":", color="grey", label="goodput = offered")
+    ax.axvline(rate, ls="--", color="grey", lw=0.8, label="planned rate R")
+    ax.set_xlabel("offered load (queries/s, k6 constant arrival rate)")
+    ax.set_ylabel(f"goodput (queries answered within {slo_ms:g} ms, /s)")
+    ax.set_title(f"two-stage query (fan-out {FANOUT}), SLO {slo_ms:g} ms", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def bench_queries(
     out: Path = typer.Option(Path("bench-queries"), "--out", help="Working folder."),
     servers: int = typer.Option(2, "--servers", help="tritonserver processes."),
@@ -329,6 +358,7 @@ def bench_queries(
     (out / "report.md").write_text(text + "\n")
     data = {"setup": setup, "rows": [{**asdict(r), "goodput": r.goodput} for r in rows]}
     (out / "results.json").write_text(json.dumps(data, indent=1, default=str))
+    plot(data["rows"], rate, slo_ms, out / "queries-goodput.png")
     typer.echo(text)
 
 
