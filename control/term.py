@@ -75,6 +75,7 @@ async def start_term(spec: TermSpec) -> ControlTerm:
         store.close()
 
     stops.append(close_store)
+    cp: ControlPlane | None = None
     try:
         src = spec.fleet
         discovery = None
@@ -95,11 +96,15 @@ async def start_term(spec: TermSpec) -> ControlTerm:
         cp.seed(spec.workload)
         app = create_app(cp, spec.token)
         await cp.start()
-    except BaseException:
+    except BaseException:  # failed, or cancelled (deposed while starting): undo what started
+        if cp is not None:
+            with contextlib.suppress(Exception):
+                await cp.stop()
         for stop in stops:
             with contextlib.suppress(Exception):
                 await stop()
         raise
+    assert cp is not None
     follow = None
     if discovery is not None:
         follow = asyncio.get_running_loop().create_task(discovery.follow(cp))

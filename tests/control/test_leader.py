@@ -23,9 +23,10 @@ from control.leader import (
     observe,
     released,
 )
-from control.lease_elector import LeaseElector, micro_time
+from control.lease_elector import AlwaysLeader, LeaseElector, micro_time
 from control.replica import Replica
 from tests.control.k8s_api import FakeApi, client_for, fake_api
+from tnx.errors import FleetError
 
 T0 = dt.datetime(2026, 12, 3, 7, 0, 0, tzinfo=dt.UTC)
 
@@ -289,5 +290,50 @@ def test_a_standby_serves_no_plan_and_takes_over_when_the_leader_is_cut_off(
         assert FakeTerm.running == []
         lease = api.lease("tnx", "tnx-control")
         assert lease is not None and lease["spec"].get("holderIdentity") is None  # released
+
+    asyncio.run(scenario())
+
+
+def test_a_single_replica_fails_its_start_when_its_term_cannot_start() -> None:
+    async def scenario() -> None:
+        async def start() -> FakeTerm:
+            raise FleetError("--fleet-from k8s:tnx/triton: no server qualifies after 600 s")
+
+        replica = Replica(AlwaysLeader(), start, first_term_required=True)
+        with pytest.raises(FleetError, match="no server qualifies"):
+            await replica.startup()
+        assert replica.term is None
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_whose_term_cannot_start_lets_another_replica_lead(api: FakeApi) -> None:
+    async def scenario() -> None:
+        FakeTerm.running = []
+        url = api.door()
+        timing = {"duration_s": 2.0, "renew_deadline_s": 1.2, "retry_s": 0.2}
+        tries = {"a": 0, "b": 0}
+
+        def starter(n: str):
+            async def start() -> FakeTerm:
+                tries[n] += 1
+                if n == "a":  # a cannot start (say, its node cannot reach the servers)
+                    raise FleetError("no server qualifies")
+                return FakeTerm(n)
+
+            return start
+
+        a = Replica(LeaseElector(client_for(url), "tnx", "tnx-control", "a", **timing), starter("a"), "a", hold_off_s=5.0)  # fmt: skip
+        b = Replica(LeaseElector(client_for(url), "tnx", "tnx-control", "b", **timing), starter("b"), "b", hold_off_s=5.0)  # fmt: skip
+        await a.startup()
+        await _until(lambda: tries["a"] == 1)
+        await b.startup()
+        try:
+            # a released the Lease and sits out: b takes it at its next read, and leads.
+            await _until(lambda: FakeTerm.running == ["b"], 5.0)
+            assert tries["a"] == 1 and not a.elector.leader and a.term is None
+        finally:
+            await a.shutdown()
+            await b.shutdown()
 
     asyncio.run(scenario())
