@@ -95,6 +95,11 @@ class SliceWatch:
                 if version is None:
                     version = self._list()
                 version = self._watch(version)
+            except self._client.ApiException as err:
+                version = None  # a 410 Gone (too old) as the watch's answer: list again now
+                if err.status != 410 and not self._stop.is_set():
+                    log.warning("endpointslices of %s: %s %s", self.service, err.status, err.reason)
+                    self._stop.wait(self.retry_s)
             except Exception as err:  # unreachable, refused, malformed: ask again later
                 if not self._stop.is_set():
                     log.warning("endpointslices of %s: %s", self.service, err)

@@ -95,6 +95,7 @@ class FakeApi:
         self.version = 100
         self.compacted = 0  # watches from a version below this get 410 Gone
         self.generation = 0  # a compaction ends the watches open across it
+        self.gone_as_status = False  # 410 as the watch request's status, not an ERROR event
         self.slices: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, ns, type, object)
         self.leases: dict[tuple[str, str], dict[str, Any]] = {}
@@ -246,6 +247,9 @@ class _Handler(BaseHTTPRequestHandler):
         f = self.fake
         since = int(query.get("resourceVersion") or 0)
         timeout = float(query.get("timeoutSeconds") or 1800)
+        if since < f.compacted and f.gone_as_status:
+            self._send(410, status(410, "Expired", "too old resource version"))
+            return
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")

@@ -131,7 +131,11 @@ class Seen:
             self.changed.clear()
 
 
-def test_the_watch_follows_added_modified_and_deleted_slices(api: FakeApi) -> None:
+@pytest.mark.parametrize("gone_as_status", [False, True])
+def test_the_watch_follows_added_modified_and_deleted_slices(
+    api: FakeApi, gone_as_status: bool
+) -> None:
+    api.gone_as_status = gone_as_status
     url = api.door()
     api.put_slice(endpoint_slice("s1", "triton", [endpoint("10.0.0.1", hostname="triton-0")]))
     api.put_slice(endpoint_slice("other", "redis", [endpoint("10.0.0.9", hostname="redis-0")]))
