@@ -7,8 +7,9 @@ incremental re-plan from that plan (`schedule(..., previous=...)`), its GPUs, it
 moves ((GPU, session) loads plus unloads) and their share of the allocations, next
 to the GPUs of planning the new rates from scratch. Every plan is validated.
 
-Profiles default to held-out synthetic ones (`synthetic_profiles(101, 6)`, which
-no tuned constant has seen) on 80 GB GPUs; `--profiles` plans on a file instead.
+Profiles default to held-out ones: the H200 profiles with every model's latency and
+memory rescaled (`bench.heldout.rescaled_h200(101)`, one GPU type), on 80 GB GPUs, as
+issue 15 was reported on; `--profiles` plans on a file instead.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import typer
 
-from bench.workloads import rescale, synthetic_profiles, zipf_sessions
+from bench.heldout import rescaled_h200
+from bench.workloads import rescale, zipf_sessions
 from control.problem import pool
 from control.scheduler import Schedule, schedule
 from control.validate import validate_plan
@@ -92,7 +94,7 @@ def run_scale(
 
 def bench_scale(
     profiles: Path | None = typer.Option(
-        None, "--profiles", help="profiles.json (default: held-out synthetic profiles)."
+        None, "--profiles", help="profiles.json (default: held-out rescaled H200 profiles)."
     ),
     sizes: str = typer.Option(
         "1000,2000,5000,10000,20000", "--sizes", help="Session counts, comma-separated."
@@ -114,6 +116,6 @@ def bench_scale(
         raise UserInputError(f"--sizes: not a list of integers: {sizes!r}") from None
     if not counts or min(counts) <= 0 or repeats <= 0:
         raise UserInputError("--sizes and --repeats: need positive numbers")
-    ps = ProfileSet.load(profiles) if profiles is not None else synthetic_profiles(101, 6)
+    ps = ProfileSet.load(profiles) if profiles is not None else rescaled_h200(101, ("ga",))
     for line in run_scale(ps, counts, seed, float(gpu_memory), repeats, max_moves, not no_scratch):
         typer.echo(line)

@@ -27,6 +27,10 @@ MAX_DISSOLVE_FAILURES = 12
 # ~175 re-batchings per placement and half of the dissolving time (BENCHMARKS.md,
 # "Fleet scale"); beyond the first few the choice seldom changes.
 SHRINK_CANDIDATES = 32
+# With a SlackIndex, a placement compares at most this many nodes that can take it, the
+# least roomy first: after a rate change hundreds of nodes have some room, and the best
+# fit is among the tightest; judged on "Fleet scale" re-plan time and GPUs (BENCHMARKS.md).
+FIT_CANDIDATES = 16
 # On plans of at most SMALL_PLAN nodes an attempt is cheap: allow more failures; judged
 # on the held-out table's 20- and 150-session rows (BENCHMARKS.md) against plan time.
 SMALL_PLAN, SMALL_PLAN_FAILURES = 200, 40
@@ -83,10 +87,15 @@ def place_rate(
     nodes: list[Node],
     touched: dict[int, tuple[Node, Node]],
     index: SlackIndex | None = None,
+    shrink: bool = True,
+    split: bool = True,
+    scan: int | None = None,
 ) -> float:
-    """Put `rate` of `d` into the nodes' slack, whole where it fits, else split; returns
-    what is left over. `touched` collects snapshots of the nodes it changes. With an
-    `index` of `nodes`, only its candidates are looked at (and kept up to date)."""
+    """Put `rate` of `d` into the nodes' slack, whole where it fits, else (with `shrink`)
+    on a node whose cycle it shortens, else (with `split`) split; returns what is left. `touched`
+    collects snapshots of the nodes it changes. With an `index` of `nodes`, only its
+    candidates are looked at (and kept up to date); with `scan` too, only the nodes that
+    hold the session and the `scan` roomiest."""
 
     def same() -> list[Node]:  # every node of the class (an index's only when needed)
         pool = nodes if index is None else index.nodes(d.gclass)
@@ -95,7 +104,12 @@ def place_rate(
     every = same() if index is None else []
 
     def options() -> list[Node]:
-        return every if index is None else index.candidates(d.gclass, d.id, d.table.floor)
+        if index is None:
+            return every
+        if scan is not None:
+            hosts = [n for n in index.hosts(d.id) if n.gclass is d.gclass]
+            return hosts + [n for n in index.roomiest(d.gclass, scan) if d.id not in n.pieces]
+        return index.candidates(d.gclass, d.id, d.table.floor)
 
     def changed(n: Node) -> None:
         if index is not None:
@@ -104,19 +118,29 @@ def place_rate(
     while rate > EPS:
         best: Node | None = None
         best_occ = -1.0
+        fits = 0
         for n in options():
             c = n.cost(d, rate)
-            if c is not None and (n.load + c[1]) / n.duty > best_occ:
+            if c is None:
+                continue
+            if (n.load + c[1]) / n.duty > best_occ:
                 best, best_occ = n, (n.load + c[1]) / n.duty
+            fits += 1
+            if index is not None and fits >= FIT_CANDIDATES:
+                break  # the index lists the roomiest last: the best fits come first
         if best is not None:
             _touch(touched, best)
             best.add(d, rate)
             changed(best)
             return 0.0
-        shrunk = _add_shrinking(d, rate, every if index is None else same(), touched, index)
+        shrunk = None
+        if shrink:
+            shrunk = _add_shrinking(d, rate, every if index is None else same(), touched, index)
         if shrunk is not None:
             changed(shrunk)
             return 0.0
+        if not split:
+            return rate
         # No node takes it whole: fill the node that can take the most, and go on.
         cap, host = 0.0, None
         for n in options():
@@ -151,10 +175,15 @@ Price = Callable[[Node, list[tuple[Node, Node]]], int]
 
 
 def dissolve_priced(
-    nodes: list[Node], failures: int, price: Price | None = None, allowance: float = math.inf
+    nodes: list[Node],
+    failures: int,
+    price: Price | None = None,
+    allowance: float = math.inf,
+    shrink: bool = True,
 ) -> tuple[list[Node], int, list[int]]:
     """`dissolve`, where emptying a node costs `price(victim, [(node, before), ...])` and
     the costs taken stay within `allowance`: (nodes, spent, costs of the ones held back).
+    Without `shrink`, pieces go only into room there is (no node's cycle shortened).
 
     Nodes are found through a SlackIndex; a dissolution is undone whole when its pieces
     do not all fit, or when it would pass the allowance (then it is held back).
@@ -177,11 +206,11 @@ def dissolve_priced(
         touched: dict[int, tuple[Node, Node]] = {}
         ok = True
         for p in sorted(victim.pieces.values(), key=lambda p: -p.lat):
-            left = place_rate(p.demand, p.rate, nodes, touched, index)
+            left = place_rate(p.demand, p.rate, nodes, touched, index, shrink)
             # Then on another GPU type that can serve the session, if one is in use.
             for alt in p.demand.alts:
                 if left > EPS:
-                    left = place_rate(alt, left, nodes, touched, index)
+                    left = place_rate(alt, left, nodes, touched, index, shrink)
             if left > EPS:
                 ok = False
                 break

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from control.consolidate import place_rate
+from control.growth import absorb
 from control.migrate import HeldBack, consolidate, node_moves
 from control.nodes import Node
 from control.problem import Demand, GpuClass, Problem, TableCache
@@ -33,6 +34,11 @@ from control.types import Plan
 # freed at later epochs); judged on BENCHMARKS.md "Fleet scale" (moves after ±10% and
 # ±30% changes, issue 15's limit of 15%) and the "after ±30%" columns of "Scheduler".
 MOVE_SHARE, MOVE_MIN = 0.10, 16
+# What no GPU that runs it can take is tried on the SCAN roomiest GPUs (best fit among
+# them), else goes to new GPUs: after a ±30% change at 10,000 sessions hundreds of GPUs
+# have some room and trying each cost most of the re-plan's time; judged on "Fleet
+# scale" re-plan time and GPUs (BENCHMARKS.md).
+SCAN = 48
 
 
 @dataclass(slots=True, frozen=True)
@@ -134,45 +140,20 @@ def replan(
         if node.pieces:
             nodes.append(node)
     index = SlackIndex(nodes)
-    # Growth, where the session already runs (no load). First whole: sessions whose growth
-    # costs their host least go first, so the most sessions need no other GPU; then in
-    # part, to leave less to place elsewhere.
-    grown = [(sid, r) for sid, r in left.items() if r > EPS]
-
-    def extra_cost(item: tuple[str, float]) -> float:
-        sid, rate = item
-        hosts = index.hosts(sid)
-        if len(hosts) != 1:
-            return math.inf
-        c = hosts[0].cost(hosts[0].pieces[sid].demand, rate)
-        return math.inf if c is None else c[1]
-
-    for sid, rate in sorted(grown, key=extra_cost):
-        for n in index.hosts(sid):
-            if n.add(n.pieces[sid].demand, rate):
-                index.update(n)
-                left[sid] = 0.0
-                break
-    for sid, rate in left.items():
-        for n in index.hosts(sid) if rate > EPS else ():
-            if rate <= EPS:
-                break
-            here = n.pieces[sid].demand
-            extra = min(rate, n.max_rate(here))
-            if extra > EPS and n.add(here, extra):
-                rate -= extra
-                index.update(n)
-        left[sid] = rate
+    absorb(nodes, left, index)
     rest = []
     for sid, rate in left.items():
         d = want[sid]
         if rate > EPS:
-            rate = place_rate(d, rate, nodes, {}, index)
+            # Whole into a GPU with room (one load), else onto new GPUs with the rest:
+            # splitting across GPUs' last bits of room costs a load per part.
+            rate = place_rate(d, rate, nodes, {}, index, shrink=False, split=False, scan=SCAN)
         if rate > EPS:
             rest.append(Demand(d.id, d.model, d.slo, rate, d.table, d.gclass))
     nodes += policy(rest)
     required = sum(node_moves(n, origin) for n in nodes)
-    required += sum(len(s) for gid, s in origin.items() if gid not in {n.gpu for n in nodes})
+    kept = {n.gpu for n in nodes}
+    required += sum(len(s) for gid, s in origin.items() if gid not in kept)
     budget = move_budget(previous, required, max_moves)
     # Every GPU may be dissolved here, saturated ones too (the policies keep theirs
     # out): so a re-plan of unchanged rates may move a session, but only to free a GPU.

@@ -60,5 +60,9 @@ def consolidate(
         return cost + sum(node_moves(n, origin) - node_moves(b, origin) for n, b in touched)
 
     limit = SMALL_PLAN_FAILURES if len(nodes) <= SMALL_PLAN else MAX_DISSOLVE_FAILURES
-    kept, spent, held = dissolve_priced(nodes, limit, price, budget)
+    # Into room there is only: shortening a cycle to take a piece re-batches a GPU and,
+    # on a thousand GPUs, took most of the re-plan's time (BENCHMARKS.md, "Fleet scale").
+    kept, spent, held = dissolve_priced(
+        nodes, limit, price, budget, shrink=len(nodes) <= SMALL_PLAN
+    )
     return Consolidated(kept, spent, HeldBack(len(held), sum(held)))

@@ -19,7 +19,7 @@ from control.nexus_paper import plan_nexus
 from control.nodes import Node
 from control.problem import Demand, GpuClass, TableCache, resolve
 from control.query_analysis import query_sessions, split_slo
-from control.tnx_policy import plan_tnx
+from control.tnx_policy import plan_tnx, plan_tnx_leftovers
 from control.types import Allocation, GpuPlan, Plan, Session, Stage, Unplaced, Workload
 from control.validate import lower_bound
 from model_repo_tools.profiles import LatencyCurve
@@ -31,6 +31,8 @@ POLICIES: dict[str, Policy] = {
     "nexus-paper": plan_nexus,
     "batch-oblivious": plan_oblivious,
 }
+# What an incremental re-plan packs onto new GPUs with (a policy's cheaper form).
+LEFTOVERS: dict[str, Policy] = {"tnx": plan_tnx_leftovers}
 
 
 @dataclass(slots=True)
@@ -71,7 +73,7 @@ def schedule(
     prob = resolve(sessions, tables, classes)
     re = None
     if previous is not None:
-        re = replan(previous, prob, tables, fn, max_moves)
+        re = replan(previous, prob, tables, LEFTOVERS.get(policy, fn), max_moves)
         nodes = re.nodes
     else:
         nodes = fn(prob.demands)
@@ -79,7 +81,7 @@ def schedule(
     # New GPUs of a pool get ids the previous plan did not use: an id names one GPU's
     # models across re-plans.
     plan = emit(nodes, prob.unplaced + short, {g.gpu for g in previous.gpus} if previous else set())
-    bound = lower_bound(sessions, curves, {c.gpu_type for c in classes})
+    bound = lower_bound(sessions, curves, {c.gpu_type for c in classes}, tables.get)
     out = Schedule(plan, bound, Moves(), sessions)
     if previous is not None and re is not None:
         out.moves = diff(previous, plan)

@@ -100,6 +100,10 @@ class SlackIndex:
         """Σ over `n`'s pieces of their table's cheapest batch (needs `hosts`)."""
         return self._floor[id(n)]
 
+    def roomiest(self, gclass: GpuClass, k: int) -> list[Node]:
+        """The `k` nodes of `gclass` with the most slack, the roomiest last."""
+        return [self._by_seq[seq] for _, seq in self._keys.get(gclass, [])[-k:]]
+
     def hosts(self, sid: str) -> list[Node]:
         return list(self._hosts.get(sid, {}).values())
 

@@ -108,11 +108,24 @@ def _plan_tnx(demands: list[Demand]) -> list[Node]:
     return ours if _score(ours) <= _score(paper) else paper
 
 
+def _plan_leftovers(demands: list[Demand]) -> list[Node]:
+    """The packing trials alone, for what an incremental re-plan puts on new GPUs: no
+    retargeting, no paper's candidate, no polish and no dissolving: the re-plan dissolves
+    afterwards with every GPU (emptying a new GPU costs no move)."""
+    return _plan(demands, polish=False, failures=0)[0]
+
+
 # Prefix groups are planned as one load each (control.prefix_plan, Nexus's prefix batching).
 plan_tnx = sharing(_plan_tnx)
+plan_tnx_leftovers = sharing(_plan_leftovers)
 
 
-def _plan(demands: list[Demand], only: Trial | None = None) -> tuple[list[Node], Trial | None]:
+def _plan(
+    demands: list[Demand],
+    only: Trial | None = None,
+    polish: bool = True,
+    failures: int | None = None,
+) -> tuple[list[Node], Trial | None]:
     """Saturated nodes plus the best packing of the residual loads over `trials`, and
     the winning trial (restrict to one like it with `only`)."""
     full, rest = residuals(demands)
@@ -130,12 +143,12 @@ def _plan(demands: list[Demand], only: Trial | None = None) -> tuple[list[Node],
     for trial in tried:
         if only is not None and trial != only:
             continue
-        nodes = _run(trial)
+        nodes = _run(trial, failures)
         if best is None or _score(nodes) < _score(best):
             best, won = nodes, trial
     if best is None:  # `only` named a trial these loads do not get: take them all
         return _plan(demands)
-    if len(best) <= POLISH_MAX_NODES:
+    if polish and len(best) <= POLISH_MAX_NODES:
         # The winner, once more: try to empty each of its nodes, not only the
         # emptiest few (each try costs a scan of the nodes per piece moved).
         best = dissolve(best, budget=POLISH_FAILURES)

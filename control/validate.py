@@ -3,17 +3,18 @@
 Independent of the packers on purpose: it reads only the plan, the sessions and
 the profiles, and evaluates l(b) through `LatencyCurve`, so a packer bug cannot
 hide behind a shared helper. Comparisons allow 1e-6 relative slack for floats.
-Sessions sharing a prefix on a GPU count as their group (`shared_groups`): one prefix
-batch of all their requests plus a suffix batch each, in the cycle and in each one's SLO.
+Sessions sharing a prefix on a GPU count as the prefix batch they run as
+(control.prefix_rule), in the cycle, in memory and in each one's SLO.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
+from control.prefix_rule import prefix_batches
 from control.tables import EPS, BatchTable
-from control.types import GpuPlan, Plan, Session
+from control.types import Plan, Session
 from model_repo_tools.prefix_names import parts
 from model_repo_tools.profiles import LatencyCurve
 
@@ -47,12 +48,16 @@ def validate_plan(
         seen.add(g.gpu)
         d = g.duty_cycle_ms
         total_lat = total_mem = 0.0
-        groups = shared_groups(g, split, curves, by_id)
-        for name, (lat, mem, _) in groups.items():
-            total_lat += lat
-            total_mem += mem
-            if lat <= 0:
-                out.append(f"{where}: prefix {name} runs a batch above its profile")
+        known = [
+            (a.session, by_id[a.session].model, a.batch, by_id[a.session].slo_ms)
+            for a in g.allocations
+            if a.session in by_id
+        ]
+        runs = prefix_batches(known, d, split, lambda m, t=g.gpu_type: curves.get((m, t)))
+        in_batch = {sid: b for b in runs.values() for sid in b.sessions}
+        for b in runs.values():
+            total_lat += b.latency_ms
+            total_mem += b.memory
         for a in g.allocations:
             s = by_id.get(a.session)
             if s is None:
@@ -71,9 +76,8 @@ def validate_plan(
                 out.append(f"{where}: {a.session} batch {a.batch} > profiled {curve.max_batch}")
                 continue
             lb = curve.latency(a.batch)
-            group = groups.get(split[s.model][0]) if s.model in split else None
-            if group is not None and a.session in group[2]:
-                lb = group[0]  # the whole path: the group's prefix batch and every suffix
+            if a.session in in_batch:
+                lb = in_batch[a.session].latency_ms  # the whole path: prefix, every suffix
             else:
                 total_lat += lb
                 total_mem += curve.memory(a.batch)
@@ -102,38 +106,6 @@ def validate_plan(
     return out
 
 
-def shared_groups(
-    g: GpuPlan,
-    split: Mapping[str, tuple[str, str]],
-    curves: Mapping[tuple[str, str], LatencyCurve],
-    sessions: Mapping[str, Session],
-) -> dict[str, tuple[float, float, set[str]]]:
-    """Per prefix run on `g` by two or more allocations: (l_P(Σ b) + Σ l_S(b), memory alike,
-    its sessions), the whole group's share of a cycle (control.prefix_plan); latency 0 where
-    a batch passes a part's profile."""
-    by_prefix: dict[str, list] = {}
-    for a in g.allocations:
-        s = sessions.get(a.session)
-        if s is not None and s.model in split:
-            by_prefix.setdefault(split[s.model][0], []).append(a)
-    out: dict[str, tuple[float, float, set[str]]] = {}
-    for prefix, allocs in by_prefix.items():
-        p = curves.get((prefix, g.gpu_type))
-        sufs = [curves.get((split[sessions[a.session].model][1], g.gpu_type)) for a in allocs]
-        if len(allocs) < 2 or p is None or any(c is None for c in sufs):
-            continue
-        total = sum(a.batch for a in allocs)
-        if total > p.max_batch or any(
-            a.batch > c.max_batch for a, c in zip(allocs, sufs, strict=True)
-        ):
-            out[prefix] = (0.0, 0.0, {a.session for a in allocs})
-            continue
-        lat = p.latency(total) + sum(c.latency(a.batch) for a, c in zip(allocs, sufs, strict=True))
-        mem = p.memory(total) + sum(c.memory(a.batch) for a, c in zip(allocs, sufs, strict=True))
-        out[prefix] = (lat, mem, {a.session for a in allocs})
-    return out
-
-
 def session_need(s: Session, tables: Iterable[BatchTable]) -> float:
     """min over GPU types of min over b of l(b)/d_max(b); inf when no type can serve it."""
     return min((t.need(s.rate, s.slo_ms) for t in tables), default=math.inf)
@@ -143,17 +115,23 @@ def lower_bound(
     sessions: Iterable[Session],
     curves: Mapping[tuple[str, str], LatencyCurve],
     gpu_types: Iterable[str] | None = None,
+    tables: Callable[[str, str], BatchTable | None] | None = None,
 ) -> int:
     """DESIGN.md's bound: Σ over placeable sessions of their least need, rounded up.
 
     b ranges over every integer batch up to the largest profiled (l is linear between
-    listed sizes), since a plan may use any of them. GPU memory is ignored.
+    listed sizes), since a plan may use any of them. GPU memory is ignored. `tables`
+    (model, gpu type → BatchTable of `curves`) shares tables already built.
     """
     types = sorted({t for _, t in curves} if gpu_types is None else set(gpu_types))
     cache: dict[tuple[str, str], BatchTable] = {}
     total = 0.0
     sessions = list(sessions)
     for key in {(s.model, ty) for s in sessions for ty in types} & curves.keys():
+        shared = tables(*key) if tables is not None else None
+        if shared is not None:
+            cache[key] = shared
+            continue
         cache[key] = BatchTable.from_curve(curves[key])
         group = [s for s in sessions if s.model == key[0]]
         cache[key].prefetch("need", [s.rate for s in group], [s.slo_ms for s in group])
