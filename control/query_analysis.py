@@ -171,12 +171,11 @@ def analyse(queries: Sequence[Query], sessions: Sequence[Session], need: NeedFn)
     out = dict(by_id)
     plans, changed = [], []
     for q in queries:
-        stage_sessions = [by_id.get(session_id(q, st)) for st in q.stages]
-        if any(s is None for s in stage_sessions):
+        mine = {st.id: by_id[session_id(q, st)] for st in q.stages if session_id(q, st) in by_id}
+        if len(mine) < len(q.stages):
             continue
-        current = {st.id: s.slo_ms for st, s in zip(q.stages, stage_sessions, strict=True)}  # type: ignore[union-attr]
-        rates = {st.id: s.rate for st, s in zip(q.stages, stage_sessions, strict=True)}  # type: ignore[union-attr]
-        budgets, total = split_slo(q, need, rates=rates)
+        current = {sid: s.slo_ms for sid, s in mine.items()}
+        budgets, total = split_slo(q, need, rates={sid: s.rate for sid, s in mine.items()})
         if math.isinf(total):
             budgets = current
         for st in q.stages:

@@ -156,3 +156,18 @@ def test_a_schedule_gives_the_queries_for_a_plan_file() -> None:
     plan = sched.plan.model_copy(update={"queries": [q]})
     assert Plan.model_validate_json(plan.model_dump_json()) == plan
     assert workload_query_plans(workload, sched.sessions[:1]) == []
+
+
+def test_the_api_lists_queries_with_their_budgets(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from control.api import create_app
+
+    cp = _control(tmp_path / "state.sqlite")
+    cp.seed(Workload.model_validate({"queries": [QUERY]}))
+    with TestClient(create_app(cp, token=None)) as client:
+        [q] = client.get("/v1/queries").json()["queries"]
+        assert q["id"] == "q" and [s["id"] for s in q["stages"]] == ["det", "cls"]
+        budgets = {s["session"]: s["budget_ms"] for s in q["plan"]["stages"]}
+        plan = client.get("/v1/plan").json()
+        assert {s["session"]: s["budget_ms"] for s in plan["queries"][0]["stages"]} == budgets
