@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from control.nodes import Node, Piece
+from control.prefix_rule import prefix_batches
 from control.problem import Demand
 from control.tables import EPS, BatchTable
 from model_repo_tools.prefix_names import parts
@@ -47,6 +48,7 @@ class Share:
     """How a demand's model runs split: its prefix model and the two parts' tables."""
 
     prefix: str
+    suffix: str
     prefix_table: BatchTable
     suffix_table: BatchTable
 
@@ -67,7 +69,7 @@ def share_of(
     if got is None:
         return None
     p, s = table(got[0], gpu_type), table(got[1], gpu_type)
-    return None if p is None or s is None else Share(got[0], p, s)
+    return None if p is None or s is None else Share(got[0], got[1], p, s)
 
 
 def group_table(members: list[Demand], gpu_type: str) -> BatchTable | None:
@@ -182,60 +184,49 @@ def expand(nodes: list[Node], members: Mapping[str, list[Demand]]) -> list[Node]
     return separate(nodes, units)
 
 
-def path_cost(n: Node, ids: list[str]) -> tuple[float, float, int]:
-    """(latency, memory, prefix batch) of one prefix batch of the pieces `ids` on `n` and
-    each one's suffix batch: how the validator and the router count them."""
-    pieces = [n.pieces[i] for i in ids]
-    share = pieces[0].demand.share
-    assert share is not None
-    total = sum(p.batch for p in pieces)
-    if len(pieces) == 1:
-        return pieces[0].lat, pieces[0].mem, total
-    p_tab = share.prefix_table
-    if total > p_tab.max_batch or any(
-        p.batch > p.demand.share.suffix_table.max_batch  # type: ignore[union-attr]
-        for p in pieces
-    ):
-        return math.inf, math.inf, total
-    lat = p_tab.lat[total] + sum(p.demand.share.suffix_table.lat[p.batch] for p in pieces)  # type: ignore[union-attr]
-    mem = p_tab.mem[total] + sum(p.demand.share.suffix_table.mem[p.batch] for p in pieces)  # type: ignore[union-attr]
-    return lat, mem, total
+def _runs(n: Node) -> tuple[float, float, bool]:
+    """(Σ latency, Σ memory, every SLO kept) of `n` as the router runs it: sessions sharing
+    a prefix as the prefix batch control.prefix_rule makes of them, the others whole."""
+    split: dict[str, tuple[str, str]] = {}
+    curves: dict[str, LatencyCurve] = {}
+    for p in n.pieces.values():
+        d = p.demand
+        curves[d.model] = d.table.curve
+        if d.share is not None:
+            split[d.model] = (d.share.prefix, d.share.suffix)
+            curves[d.share.prefix] = d.share.prefix_table.curve
+            curves[d.share.suffix] = d.share.suffix_table.curve
+    allocs = [(sid, p.demand.model, p.batch, p.demand.slo) for sid, p in n.pieces.items()]
+    runs = prefix_batches(allocs, n.duty, split, curves.get, slack=EPS)
+    inside = {sid for r in runs.values() for sid in r.sessions}
+    rest = [p for sid, p in n.pieces.items() if sid not in inside]
+    lat = sum(p.lat for p in rest) + sum(r.latency_ms for r in runs.values())
+    mem = sum(p.mem for p in rest) + sum(r.memory for r in runs.values())
+    slo = all(n.duty + p.lat <= p.demand.slo * (1 + EPS) for p in rest)
+    return lat, mem, slo
 
 
-def _valid(n: Node, units: Mapping[str, list[list[str]]]) -> bool:
-    shared = {i for us in units.values() for u in us for i in u}
-    lat = sum(p.lat for sid, p in n.pieces.items() if sid not in shared)
-    mem = sum(p.mem for sid, p in n.pieces.items() if sid not in shared)
-    for us in units.values():
-        ids = [i for u in us for i in u]
-        g_lat, g_mem, _ = path_cost(n, ids)
-        lat, mem = lat + g_lat, mem + g_mem
-        if any(n.duty + g_lat > n.pieces[i].demand.slo * (1 + EPS) for i in ids):
-            return False
-    return lat <= n.duty * (1 + EPS) and mem <= n.gclass.memory
+def _valid(n: Node) -> bool:
+    lat, mem, slo = _runs(n)
+    return slo and lat <= n.duty * (1 + EPS) and mem <= n.gclass.memory
 
 
 def separate(nodes: list[Node], units: Mapping[int, dict[str, list[list[str]]]]) -> list[Node]:
-    """Where a node holds several units of one prefix (group pieces of one prefix, or
-    members planned whole) and, run as the one prefix batch the router makes of them, they
-    break a rule of the node, the smaller units move to nodes of their own at the same
-    cycle and batches (where each was valid already)."""
+    """Where a node holds several units of one prefix (group pieces, or members planned
+    whole) and, run as the router runs them (control.prefix_rule), they break a rule of
+    the node, the smaller units move to nodes of their own at the same cycle and batches
+    (where each was valid already)."""
     out = list(nodes)
     for n in nodes:
         mine = units.get(id(n), {})
         for prefix in [p for p, us in mine.items() if len(us) > 1]:
-            us = sorted(mine[prefix], key=lambda u: -path_cost(n, u)[0])
-            while len(us) > 1 and not _valid(n, {**mine, prefix: us}):
+            us = sorted(mine[prefix], key=lambda u: -sum(n.pieces[i].lat for i in u))
+            while len(us) > 1 and not _valid(n):
                 moved = us.pop()
-                pieces = {i: n.pieces.pop(i) for i in moved}
-                alone = Node(n.gclass, n.duty, pieces)
-                alone.load, alone.mem, _ = path_cost(alone, moved)
+                alone = Node(n.gclass, n.duty, {i: n.pieces.pop(i) for i in moved})
+                alone.load, alone.mem, _ = _runs(alone)
                 out.append(alone)
-            mine[prefix] = us
-        shared = {i for us in mine.values() for u in us for i in u}
-        n.load = sum(p.lat for sid, p in n.pieces.items() if sid not in shared) + sum(
-            path_cost(n, [i for u in us for i in u])[0] for us in mine.values()
-        )
+        n.load, n.mem, _ = _runs(n)
     return out
 
 

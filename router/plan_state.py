@@ -12,6 +12,7 @@ import functools
 import math
 from dataclasses import dataclass, field
 
+from control.prefix_rule import prefix_batches
 from control.types import Plan
 from model_repo_tools.prefix_names import parts
 from router.latency import LatencyModel
@@ -26,15 +27,11 @@ def _prefix_groups(
     split: dict[str, tuple[str, str]],
     latency: LatencyModel,
 ) -> dict[str, str]:
-    """Session → prefix for the sessions on `g` that share a prefix with another there and
-    whose prefix and suffix are profiled on its GPU type (as the validator counts them)."""
-    by_prefix: dict[str, list[str]] = {}
-    for sid, _ in g.sessions:
-        parts_ = split.get(sessions[sid].model)
-        if parts_ is None or any(latency.curve(m, g.gpu_type) is None for m in parts_):
-            continue
-        by_prefix.setdefault(parts_[0], []).append(sid)
-    return {sid: p for p, sids in by_prefix.items() if len(sids) > 1 for sid in sids}
+    """Session → prefix for the sessions on `g` that run as one prefix batch, by the rule
+    the validator counts them by (control.prefix_rule)."""
+    allocs = [(sid, sessions[sid].model, b, sessions[sid].slo) for sid, b in g.sessions]
+    runs = prefix_batches(allocs, g.duty_cycle, split, lambda m, t=g.gpu_type: latency.curve(m, t))
+    return {sid: p for p, run in runs.items() for sid in run.sessions}
 
 
 @functools.cache
@@ -73,8 +70,8 @@ class GpuState:
     # latency fit on this GPU changes (`PlanState.backlog_bound`); None: to recompute.
     bounds: dict[str, float] | None = None
     round_bound: float = 0.0
-    # Sessions here whose models share a prefix with another session here: session → the
-    # prefix model; they are batched together (router.prefix_batch).
+    # Sessions here that run as one prefix batch (control.prefix_rule): session → the
+    # prefix model (router.prefix_batch).
     prefixes: dict[str, str] = field(default_factory=dict)
 
 

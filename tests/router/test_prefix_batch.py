@@ -20,7 +20,7 @@ FLAT = {1: 1.0, 8: 2.0}
 def _curves() -> dict:
     return curves(
         **{
-            "a": {1: 6.0, 8: 12.0},
+            "a": {1: 4.2, 8: 30.0},
             "b": {1: 6.0, 8: 12.0},
             P: {1: 4.0, 16: 8.0},
             f"{P}__a": FLAT,
@@ -51,10 +51,18 @@ def test_one_prefix_batch_mixes_both_sessions_then_each_suffix() -> None:
 
 
 def test_early_drop_judges_the_whole_path() -> None:
-    # l_P(1) + l_S(1) = 5 ms: a head with 4 ms left is dropped, not sent.
-    p = _policy(slo=4.5)
-    out = p.arrival(0.0, p.request(0, "sa", 0.0))
+    # l_P(1) + l_S(1) = 5 ms: a request with 4.5 ms left is dropped, not sent, though its
+    # model whole (4.2 ms) would pass the door and the prefix alone (4 ms) would make it.
+    p = _policy()
+    out = p.arrival(0.0, Request(0, "sa", 0.0, 4.5))
     assert dispatches(out) == [] and [x.reason for x in drops(out)] == ["deadline"]
+
+
+def test_sessions_run_whole_where_a_prefix_batch_would_break_their_slo() -> None:
+    # d + l_P(8) + 2 l_S(4) = 28.7 ms > 25: the rule (control.prefix_rule) runs them whole.
+    p = _policy(slo=25.0)
+    out = p.arrival(0.0, p.request(0, "sa", 0.0))
+    assert [d.model for d in dispatches(out)] == ["a"]
 
 
 def test_the_simulator_serves_both_sessions_through_prefix_batches() -> None:
