@@ -90,3 +90,15 @@ def test_many_heads_per_backbone_are_chunked_and_stay_valid() -> None:
     alone = schedule(sessions, whole, classes, "tnx")
     assert validate_plan(shared.plan, sessions, split, default_memory=141e9) == []
     assert shared.gpus < alone.gpus
+
+
+def test_an_incremental_re_plan_stays_valid() -> None:
+    # Re-plans keep members where they were, priced whole (control.incremental does not
+    # see groups): the shared rule (control.prefix_rule) keeps such a plan valid.
+    from bench.workloads import rescale
+
+    sessions = _sessions(20)
+    first = schedule(sessions, _curves(20), pool(GPU), "tnx").plan
+    moved = rescale(sessions, 1)
+    again = schedule(moved, _curves(20), pool(GPU), "tnx", previous=first)
+    assert validate_plan(again.plan, moved, _curves(20)) == []
