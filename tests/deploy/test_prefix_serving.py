@@ -190,6 +190,7 @@ def test_served_through_control_plane_and_router_like_torch(shared: Shared, tmp_
             after = {m: counts(server, m) for m in names}
         assert codes.count(200) >= 0.9 * len(codes), codes
         runs = {m: (after[m][0] - before[m][0], after[m][1] - before[m][1]) for m in names}
+        print(f"(executions, inferences) under load: {runs}")  # shown with pytest -s
         p, sc, se = (runs[m] for m in names)
         assert p[1] == sc[1] + se[1] >= codes.count(200)  # every answer went the split path
         assert p[0] < sc[0] + se[0], runs  # prefix batches mixed both models' requests
