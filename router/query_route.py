@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from router import kserve
 from router.datatypes import triton_datatype
@@ -41,6 +41,26 @@ from router.types import Request as PolicyRequest
 
 if TYPE_CHECKING:
     from router.app import ModelInfo, RouterService
+
+
+class QueryMetrics:
+    """Per query: answers by outcome (`answered`, or the drop reason), and the latency of the
+    answered ones (arrival to answer, the router's clock)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.outcomes = Counter(
+            "tnx_router_queries",
+            "Query requests answered, per query and outcome (answered, or the drop reason)",
+            ["query", "outcome"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "tnx_router_query_latency_seconds",
+            "Answered query requests: arrival to answer",
+            ["query"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
 
 
 @dataclass(slots=True)
@@ -61,7 +81,7 @@ class _Execution:
     run: QueryRun
     request: kserve.InferRequest
     samples: int
-    outcomes: Counter
+    metrics: QueryMetrics
     stages: dict[str, _Stage] = field(default_factory=dict)
     outputs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     waiting: dict[asyncio.Future[Outcome], tuple[str, int]] = field(default_factory=dict)
@@ -189,11 +209,14 @@ class _Execution:
         return self.run.stage_done(now, sid)
 
     def _failed(self, fail: Fail) -> Response:
-        self.outcomes.labels(self.spec.id, fail.reason).inc()
+        self.metrics.outcomes.labels(self.spec.id, fail.reason).inc()
         return failure_response(self.spec.id, fail)
 
     def _finished(self) -> Response:
-        self.outcomes.labels(self.spec.id, "answered").inc()
+        self.metrics.outcomes.labels(self.spec.id, "answered").inc()
+        assert self.service.router is not None
+        took = self.service.router.now() - self.run.arrival
+        self.metrics.latency.labels(self.spec.id).observe(took / 1000.0)
         parts = []
         for sid, st in self.stages.items():
             body, _ = kserve.encode_response(
@@ -253,7 +276,7 @@ def failure_response(query: str, fail: Fail) -> Response:
 
 
 async def serve_query(
-    service: RouterService, query: str, request: Request, outcomes: Counter
+    service: RouterService, query: str, request: Request, metrics: QueryMetrics
 ) -> Response:
     router = service.router
     assert router is not None
@@ -262,7 +285,7 @@ async def serve_query(
     run = QueryRun(spec, arrival, service.reserve_ms)
     steps = run.start(arrival)
     if steps and isinstance(steps[0], Fail):  # refused before the body is read
-        outcomes.labels(spec.id, steps[0].reason).inc()
+        metrics.outcomes.labels(spec.id, steps[0].reason).inc()
         return failure_response(spec.id, steps[0])
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > service.max_body_bytes:
@@ -275,21 +298,16 @@ async def serve_query(
     )
     info = await service.model_info(spec.root.model)
     n = validate_inputs(req, info.inputs, outputs=None, max_batch_size=info.max_batch_size)
-    execution = _Execution(service, spec, run, req, n or 1, outcomes)
+    execution = _Execution(service, spec, run, req, n or 1, metrics)
     return await execution.answer(steps)
 
 
 def install(app: FastAPI, service: RouterService) -> None:
     """Mount `POST /v1/queries/{query}` (its answers: docs/queries.md, the OpenAPI document)."""
-    outcomes = Counter(
-        "tnx_router_queries",
-        "Query requests answered, per query and outcome (answered, or the drop reason)",
-        ["query", "outcome"],
-        registry=service.metrics.registry,
-    )
+    metrics = QueryMetrics(service.metrics.registry)
 
     @app.post("/v1/queries/{query}")
     async def run_query(query: str, request: Request) -> Response:
-        return await serve_query(service, query, request, outcomes)
+        return await serve_query(service, query, request, metrics)
 
-    app.state.query_outcomes = outcomes
+    app.state.query_metrics = metrics

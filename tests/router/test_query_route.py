@@ -116,7 +116,9 @@ def test_a_query_runs_its_stages_with_fan_out(client) -> None:
     # One request of two samples to the root, six one-sample items to the head.
     assert sum(n for m, n in backend.batches if m == "split") == 1
     assert sum(n for m, n in backend.batches if m == "head") == 6
-    assert 'tnx_router_queries_total{outcome="answered",query="q"} 1.0' in c.get("/metrics").text
+    metrics = c.get("/metrics").text
+    assert 'tnx_router_queries_total{outcome="answered",query="q"} 1.0' in metrics
+    assert 'tnx_router_query_latency_seconds_count{query="q"} 1.0' in metrics
 
 
 def test_unknown_malformed_and_hopeless_queries(client) -> None:
