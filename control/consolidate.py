@@ -180,15 +180,19 @@ def dissolve_priced(
     price: Price | None = None,
     allowance: float = math.inf,
     shrink: bool = True,
+    index: SlackIndex | None = None,
+    scan: int | None = None,
 ) -> tuple[list[Node], int, list[int]]:
     """`dissolve`, where emptying a node costs `price(victim, [(node, before), ...])` and
     the costs taken stay within `allowance`: (nodes, spent, costs of the ones held back).
-    Without `shrink`, pieces go only into room there is (no node's cycle shortened).
+    Without `shrink`, pieces go only into room there is (no cycle shortened); with `scan`,
+    only onto the nodes holding the session and the `scan` roomiest.
+    `index`: a SlackIndex of `nodes` already built (it is kept up to date).
 
     Nodes are found through a SlackIndex; a dissolution is undone whole when its pieces
     do not all fit, or when it would pass the allowance (then it is held back).
     """
-    index = SlackIndex(nodes)
+    index = SlackIndex(nodes) if index is None else index
     nodes = list(nodes)
     tried: set[int] = set()
     spent, held = 0, []
@@ -206,11 +210,11 @@ def dissolve_priced(
         touched: dict[int, tuple[Node, Node]] = {}
         ok = True
         for p in sorted(victim.pieces.values(), key=lambda p: -p.lat):
-            left = place_rate(p.demand, p.rate, nodes, touched, index, shrink)
+            left = place_rate(p.demand, p.rate, nodes, touched, index, shrink, True, scan)
             # Then on another GPU type that can serve the session, if one is in use.
             for alt in p.demand.alts:
                 if left > EPS:
-                    left = place_rate(alt, left, nodes, touched, index, shrink)
+                    left = place_rate(alt, left, nodes, touched, index, shrink, True, scan)
             if left > EPS:
                 ok = False
                 break

@@ -6,7 +6,7 @@ that already run it, where it costs no load. Per GPU the grown sessions go whole
 cheapest growth first, so the most of them fit; where a grown session's SLO no longer
 allows the GPU's cycle with its larger batch, the cycle is shortened. Where two or
 more do not fit, evicting
-one session whole (the busiest few are tried) may make room for all the others'
+one session whole (the least busy that could free enough time) may make room for all the others'
 growth: that costs an unload and a load, where splitting costs a load per session
 that did not fit, and a batch per cycle on another GPU for each split piece. What
 still does not fit is absorbed in part, and the rest is left to place elsewhere.
@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 
 from control.nodes import Node
+from control.packers import prefetch
 from control.slack_index import SlackIndex
 from control.tables import EPS
 
-# Sessions tried for eviction per GPU, busiest first: each try re-adds the GPU's growth;
-# the busiest frees the most time. Judged on BENCHMARKS.md "Fleet scale" (moves and
-# GPUs after ±10% and ±30% changes).
+# Sessions tried for eviction per GPU, the least busy that could free enough time first
+# (a small session is the easiest to place elsewhere); each try re-adds the GPU's growth.
+# Judged on BENCHMARKS.md "Fleet scale" (moves and GPUs after ±10% and ±30% changes).
 EVICT_TRIES = 3
 
 
@@ -34,6 +35,11 @@ def absorb(nodes: list[Node], left: dict[str, float], index: SlackIndex) -> None
         hosts = index.hosts(sid) if rate > EPS else []
         if len(hosts) == 1:
             single.setdefault(id(hosts[0]), (hosts[0], []))[1].append(sid)
+    # The longest cycles the grown sessions allow, for all at once (_grow's fallback).
+    prefetch(
+        "duty",
+        ((n.pieces[s].demand, n.pieces[s].rate + left[s]) for n, ss in single.values() for s in ss),
+    )
     for node, sids in single.values():
         _absorb_on(node, sids, left)
         index.update(node)
@@ -74,8 +80,15 @@ def _absorb_on(node: Node, sids: list[str], left: dict[str, float]) -> None:
     before = node.copy()
     failed = _whole(node, sids, left)
     if len(failed) >= 2:
+        # The time the failed growth needs beyond the room left: a smaller victim frees
+        # too little (where a grown SLO, not time, failed it, any victim may do).
+        need = -node.slack
+        for s in failed:
+            c = node.cost(node.pieces[s].demand, left[s])
+            need = need + c[1] if c is not None else -math.inf
         split = node.copy()
-        for victim in sorted(before.pieces.values(), key=lambda p: -p.lat)[:EVICT_TRIES]:
+        victims = [p for p in before.pieces.values() if p.lat >= need]
+        for victim in sorted(victims, key=lambda p: p.lat)[:EVICT_TRIES]:
             node.restore(before.copy())
             vid = victim.demand.id
             node.remove(vid)

@@ -127,10 +127,13 @@ def replan(
             d = want.get(a.session)
             if d is None or d.model != a.model:
                 continue
-            t = tables.get(d.model, c.gpu_type)
-            if t is None:
-                continue
-            here = Demand(d.id, d.model, d.slo, d.rate, t, c)
+            if c is d.gclass:
+                here = d
+            else:
+                t = tables.get(d.model, c.gpu_type)
+                if t is None:
+                    continue
+                here = Demand(d.id, d.model, d.slo, d.rate, t, c)
             rate = min(a.rate * scale[d.id], left[d.id])
             # The least batch, else the batch it had: a plan may hold a larger one (a
             # saturated shape, or a non-monotone profile's faster batch) that the least
@@ -150,12 +153,15 @@ def replan(
             rate = place_rate(d, rate, nodes, {}, index, shrink=False, split=False, scan=SCAN)
         if rate > EPS:
             rest.append(Demand(d.id, d.model, d.slo, rate, d.table, d.gclass))
-    nodes += policy(rest)
+    fresh = policy(rest)
+    for n in fresh:
+        index.add(n)
+    nodes += fresh
     required = sum(node_moves(n, origin) for n in nodes)
     kept = {n.gpu for n in nodes}
     required += sum(len(s) for gid, s in origin.items() if gid not in kept)
     budget = move_budget(previous, required, max_moves)
     # Every GPU may be dissolved here, saturated ones too (the policies keep theirs
     # out): so a re-plan of unchanged rates may move a session, but only to free a GPU.
-    done = consolidate(nodes, origin, budget)
+    done = consolidate(nodes, origin, budget, index)
     return Replanned(done.nodes, required, done.spent, budget, done.held_back)

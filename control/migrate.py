@@ -21,6 +21,7 @@ from control.consolidate import (
     dissolve_priced,
 )
 from control.nodes import Node
+from control.slack_index import SlackIndex
 
 
 @dataclass(slots=True)
@@ -49,8 +50,15 @@ def node_moves(n: Node, origin: Mapping[str, frozenset[str]]) -> int:
     return len(now - was) + len(was - now)
 
 
+# GPUs a dissolved GPU's sessions are tried on, the roomiest (big plans).
+SCAN = 48
+
+
 def consolidate(
-    nodes: list[Node], origin: Mapping[str, frozenset[str]], budget: int
+    nodes: list[Node],
+    origin: Mapping[str, frozenset[str]],
+    budget: int,
+    index: SlackIndex | None = None,
 ) -> Consolidated:
     """Dissolve the least full nodes while each frees a GPU within the move budget."""
 
@@ -59,10 +67,13 @@ def consolidate(
         cost = len(was) - node_moves(victim, origin)
         return cost + sum(node_moves(n, origin) - node_moves(b, origin) for n, b in touched)
 
-    limit = SMALL_PLAN_FAILURES if len(nodes) <= SMALL_PLAN else MAX_DISSOLVE_FAILURES
-    # Into room there is only: shortening a cycle to take a piece re-batches a GPU and,
-    # on a thousand GPUs, took most of the re-plan's time (BENCHMARKS.md, "Fleet scale").
-    kept, spent, held = dissolve_priced(
-        nodes, limit, price, budget, shrink=len(nodes) <= SMALL_PLAN
-    )
+    # Big plans: half the failures planning allows; each failed try places all of a GPU's
+    # sessions but the last, and a re-plan runs every epoch (BENCHMARKS.md, "Fleet scale").
+    limit = SMALL_PLAN_FAILURES if len(nodes) <= SMALL_PLAN else MAX_DISSOLVE_FAILURES // 2
+    # Big plans: into room there is on the SCAN roomiest GPUs. Shortening a cycle to take
+    # a piece re-batches a GPU, and trying every GPU with room took most of the re-plan's
+    # time on a thousand GPUs (BENCHMARKS.md, "Fleet scale").
+    small = len(nodes) <= SMALL_PLAN
+    scan = None if small else SCAN
+    kept, spent, held = dissolve_priced(nodes, limit, price, budget, small, index, scan)
     return Consolidated(kept, spent, HeldBack(len(held), sum(held)))
