@@ -35,6 +35,7 @@ def plan(
 ) -> None:
     """Plan the workload's sessions onto GPUs and write plan.json."""
     from control.problem import fleet_classes, pool
+    from control.query_analysis import workload_query_plans
     from control.scheduler import POLICIES, schedule_workload
     from control.types import Plan, Workload
     from model_repo_tools.fleet import Fleet
@@ -62,6 +63,8 @@ def plan(
         classes = pool(gpu_type, gpu_memory)
     prev = Plan.load(previous) if previous is not None else None
     result = schedule_workload(wl, ps.curves(), classes, policy, prev, max_moves)
+    # Routers that run queries read their stages and budgets from the plan (added field).
+    result.plan.queries = workload_query_plans(wl, result.sessions)
     result.plan.save(out)
     p = result.plan
     unplaced = f", {len(p.unplaced)} unplaced" if p.unplaced else ""
@@ -76,8 +79,13 @@ def plan(
             f"({result.required_moves} for the new rates, the rest within a budget of "
             f"{result.move_budget} to free GPUs)"
         )
-        if result.held_back is not None and result.held_back.gpus:
-            hb = result.held_back
+        hb = result.held_back
+        if hb is not None and hb.gpus:
             typer.echo(f"held back: {hb.gpus} more GPUs could be freed with {hb.moves} moves")
+        if hb is not None and hb.behind:
+            typer.echo(
+                f"about {hb.behind} GPUs over a fresh plan (estimated from the previous "
+                "plan's GPUs per lower bound): later re-plans move towards it"
+            )
     for u in p.unplaced:
         typer.echo(f"unplaced {u.session} ({u.rate:g} req/s): {u.reason}")

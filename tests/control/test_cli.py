@@ -68,6 +68,13 @@ def test_plan_on_a_pool_writes_a_valid_plan(files):
     assert "SLO" in reasons["rush"]
     placed = {a.session for g in plan.gpus for a in g.allocations}
     assert {"cams", "chat", "traffic/det", "traffic/car"} <= placed
+    # The query's structure travels in the plan, with the budgets its stages were planned at.
+    (q,) = plan.queries
+    slo = {a.session: a.slo_ms for g in plan.gpus for a in g.allocations}
+    assert [(st.session, st.budget_ms) for st in q.stages] == [
+        ("traffic/det", slo["traffic/det"]),
+        ("traffic/car", slo["traffic/car"]),
+    ]
     from control.problem import pool
     from control.scheduler import workload_sessions
 
