@@ -9,42 +9,29 @@ to the routers. Same database file as the sessions, its own connection.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 
+from control.store import Records, connect
 from control.types import Query
-
-_SCHEMA = "CREATE TABLE IF NOT EXISTS queries (id TEXT PRIMARY KEY, body TEXT NOT NULL);"
 
 
 class QueryStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(self.path)
+        self._queries = Records(self._db, self._lock, "queries", Query)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def queries(self) -> list[Query]:
-        with self._lock:
-            rows = self._db.execute("SELECT body FROM queries ORDER BY id").fetchall()
-        return [Query.model_validate_json(r[0]) for r in rows]
+        return self._queries.all()
 
     def put(self, query: Query) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO queries (id, body) VALUES (?, ?)",
-                (query.id, query.model_dump_json()),
-            )
+        self._queries.put(query)
 
     def delete(self, query_id: str) -> bool:
-        with self._lock:
-            cur = self._db.execute("DELETE FROM queries WHERE id = ?", (query_id,))
-        return cur.rowcount > 0
+        return self._queries.delete(query_id)

@@ -1,7 +1,9 @@
 """Persistent state of the control plane in SQLite: sessions and the last applied plan.
 
 A restarted control plane reads both back, so it keeps its sessions and its
-plan (and, through the actuator's reconciliation, reloads nothing).
+plan (and, through the actuator's reconciliation, reloads nothing). `Records`
+is one table of pydantic records keyed by id, stored as their JSON; other
+tables of the same file (`control.query_store`) are built from it.
 """
 
 from __future__ import annotations
@@ -10,48 +12,80 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
 
 from control.types import Plan, Session
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+M = TypeVar("M", bound=BaseModel)
+
+_PLANS = """
 CREATE TABLE IF NOT EXISTS plans (
     revision INTEGER PRIMARY KEY, body TEXT NOT NULL, applied_at REAL NOT NULL
 );
 """
 
 
+def connect(path: str | Path) -> sqlite3.Connection:
+    """The state file at `path` (or ":memory:"), in WAL mode, usable from any thread (each
+    user serialises its calls with a lock of its own)."""
+    path = str(path)
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    return db
+
+
+class Records(Generic[M]):
+    """The table `table` of `model` records (each with an `id`), kept as JSON bodies."""
+
+    def __init__(
+        self, db: sqlite3.Connection, lock: threading.Lock, table: str, model: type[M]
+    ) -> None:
+        self._db, self._lock, self._table, self._model = db, lock, table, model
+        db.execute(f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY, body TEXT NOT NULL)")
+
+    def all(self) -> list[M]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT body FROM {self._table} ORDER BY id").fetchall()
+        return [self._model.model_validate_json(r[0]) for r in rows]
+
+    def put(self, item: M) -> None:
+        with self._lock:
+            self._db.execute(
+                f"INSERT OR REPLACE INTO {self._table} (id, body) VALUES (?, ?)",
+                (item.id, item.model_dump_json()),  # type: ignore[attr-defined]
+            )
+
+    def delete(self, item_id: str) -> bool:
+        with self._lock:
+            cur = self._db.execute(f"DELETE FROM {self._table} WHERE id = ?", (item_id,))
+        return cur.rowcount > 0
+
+
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # One connection, used from the event loop and from worker threads: serialise.
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(self.path)
+        self._db.executescript(_PLANS)
+        self._sessions = Records(self._db, self._lock, "sessions", Session)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def sessions(self) -> list[Session]:
-        with self._lock:
-            rows = self._db.execute("SELECT body FROM sessions ORDER BY id").fetchall()
-        return [Session.model_validate_json(r[0]) for r in rows]
+        return self._sessions.all()
 
     def put_session(self, session: Session) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO sessions (id, body) VALUES (?, ?)",
-                (session.id, session.model_dump_json()),
-            )
+        self._sessions.put(session)
 
     def delete_session(self, session_id: str) -> bool:
-        with self._lock:
-            cur = self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
-        return cur.rowcount > 0
+        return self._sessions.delete(session_id)
 
     def save_plan(self, revision: int, plan: Plan, applied_at: float) -> None:
         with self._lock:
