@@ -31,9 +31,13 @@ class HeldBack:
 
     gpus: int = 0
     moves: int = 0
+    # GPUs over what a fresh plan would use, estimated: the new rates' lower bound times
+    # the previous plan's GPUs per bound (filled in by the scheduler; None: unknown).
+    behind: int | None = None
 
     def summary(self) -> str:
-        return f"{self.gpus} GPUs for {self.moves} moves" if self.gpus else "-"
+        found = f"{self.gpus} GPUs for {self.moves} moves" if self.gpus else "-"
+        return found if self.behind is None else f"{found}; ~{self.behind} over fresh"
 
 
 @dataclass(slots=True)

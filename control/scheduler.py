@@ -19,6 +19,7 @@ from control.nexus_paper import plan_nexus
 from control.nodes import Node
 from control.problem import Demand, GpuClass, TableCache, resolve
 from control.query_analysis import query_sessions, split_slo
+from control.tables import EPS
 from control.tnx_policy import plan_tnx, plan_tnx_leftovers
 from control.types import Allocation, GpuPlan, Plan, Session, Stage, Unplaced, Workload
 from control.validate import lower_bound
@@ -86,6 +87,40 @@ def schedule(
     if previous is not None and re is not None:
         out.moves = diff(previous, plan)
         out.required_moves, out.move_budget, out.held_back = re.required, re.budget, re.held_back
+        # How far from a fresh plan, without making one (that would cost a plan's time):
+        # the previous plan's GPUs per bound, at the new rates' bound.
+        was = _bound_at(sessions, allocated(previous), tables, {c.gpu_type for c in classes})
+        if was > 0 and previous.gpus:
+            expect = math.ceil(bound * len(previous.gpus) / was - 1e-9)
+            re.held_back.behind = max(0, len(plan.gpus) - expect)
+    return out
+
+
+def _bound_at(
+    sessions: list[Session], rates: Mapping[str, float], tables: TableCache, types: set[str]
+) -> int:
+    """DESIGN.md's lower bound for `sessions` at other `rates` (those it lists)."""
+    groups: dict[str, list[Session]] = {}
+    for s in sessions:
+        if s.id in rates:
+            groups.setdefault(s.model, []).append(s)
+    total = 0.0
+    for model, group in groups.items():
+        found = [t for ty in sorted(types) if (t := tables.get(model, ty)) is not None]
+        for t in found:
+            t.prefetch("need", [rates[s.id] for s in group], [s.slo_ms for s in group])
+        for s in group:
+            need = min((t.need(rates[s.id], s.slo_ms) for t in found), default=math.inf)
+            total += need if math.isfinite(need) else 0.0
+    return math.ceil(total - EPS)
+
+
+def allocated(plan: Plan) -> dict[str, float]:
+    """Each session's rate summed over the plan's GPUs."""
+    out: dict[str, float] = {}
+    for g in plan.gpus:
+        for a in g.allocations:
+            out[a.session] = out.get(a.session, 0.0) + a.rate
     return out
 
 

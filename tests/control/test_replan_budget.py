@@ -58,6 +58,8 @@ def test_no_budget_means_only_the_moves_the_rates_need():
     assert frozen.moves.count == frozen.required_moves == 0
     assert frozen.gpus == first.gpus  # shrinking rates frees room but moves nothing
     assert frozen.held_back is not None and frozen.held_back.gpus > 0
+    # Rates fell by 40%: a fresh plan would need far fewer GPUs, and the report says so.
+    assert frozen.held_back.behind is not None and frozen.held_back.behind > 0.2 * first.gpus
     free = schedule(down, CURVES, POOL, previous=first.plan, max_moves=10**6)
     assert free.gpus < frozen.gpus
     assert free.moves.count <= free.required_moves + 10**6
