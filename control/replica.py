@@ -75,7 +75,8 @@ class Replica:
         try:
             term = await self.start_term()
         except Exception as err:
-            log.error("control plane term could not start: %s", err)
+            if not self.first_term_required:  # else startup raises it: the CLI says it
+                log.error("control plane term could not start: %s", err)
             self.failure = err
             self._first.set()
             await self.elector.release(self.hold_off_s)
@@ -83,7 +84,7 @@ class Replica:
         if not self.elector.leader:  # deposed while starting
             await term.stop()
             return
-        self.term, self.terms = term, self.terms + 1
+        self.term, self.terms, self.failure = term, self.terms + 1, None
         log.warning("leading the control plane (term %d)", self.terms)
         self._first.set()
 
@@ -100,6 +101,10 @@ class Replica:
             await term.stop()
 
     async def startup(self) -> None:
+        """Campaign (and, for a single replica, wait for its term). Idempotent: a caller may
+        start the replica before the server, whose lifespan then finds it started."""
+        if self._campaign is not None:
+            return
         self._campaign = asyncio.get_running_loop().create_task(
             self.elector.run(self._elected, self._deposed)
         )

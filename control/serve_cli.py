@@ -165,12 +165,17 @@ def serve(
         hold_off_s=lease_duration_s,
         first_term_required=lease is None,
     )
-    typer.echo(
-        f"tnx control plane on http://{host}:{port} (state {state}"
-        + (f", lease {lease} as {me})" if lease else ")"),
-        err=True,
-    )
-    server = uvicorn.Server(uvicorn.Config(replica, host=host, port=port, log_level="warning"))
-    asyncio.run(server.serve())
-    if replica.failure is not None:
-        raise replica.failure
+
+    async def run() -> None:
+        # Started before serving, so that a single replica that cannot start says why in one
+        # line; the server's lifespan stops it (and releases the Lease) on SIGTERM.
+        await replica.startup()
+        typer.echo(
+            f"tnx control plane on http://{host}:{port} (state {state}"
+            + (f", lease {lease} as {me})" if lease else ")"),
+            err=True,
+        )
+        config = uvicorn.Config(replica, host=host, port=port, log_level="warning")
+        await uvicorn.Server(config).serve()
+
+    asyncio.run(run())

@@ -102,3 +102,20 @@ def test_no_kubernetes_api_is_one_line_naming_the_flag(
         or "--fleet-from: no Kubernetes API" in line
     )
     assert ("service account" in line) == in_pod
+
+
+def test_a_single_replica_that_finds_no_server_says_so_in_one_line(
+    files: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.control.k8s_api import fake_api
+    from tests.control.test_k8s_serve import kubeconfig
+
+    with fake_api() as api:  # the Service has no endpoints
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path / "kubeconfig", api.door())))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        proc = tnx(
+            "control", "serve", "--fleet-from", "k8s:tnx/triton", "--gpu-type", "cpu",
+            "--wait", "0.5", *files, cwd=tmp_path, check=False,
+        )  # fmt: skip
+    line = one_line_error(proc)
+    assert "--fleet-from k8s:tnx/triton: no server qualifies after 0.5 s" in line
