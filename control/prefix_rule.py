@@ -8,8 +8,12 @@ of P holding all their requests and a batch of each one's suffix, taking
     l_P(Σ b) + Σ l_S(b)   of the cycle (memory alike), and the same of each one's SLO,
 
 where that is feasible (Σ b within P's profile, d + that latency within every member's
-SLO) and no slower than running each whole (Σ l_M(b)). Otherwise each runs whole, as its
-own model. So a plan priced whole stays valid, and a plan priced as a group is run as one.
+SLO); otherwise each runs whole, as its own model (its ensemble). The planner prices every
+group it places as such a batch (control.prefix_plan). A plan that priced such sessions
+whole (an incremental re-plan: control.incremental does not see groups) stays valid where
+the prefix batch is no slower than the members whole, as where the prefix's l(b) grows
+slower than linearly (GPUs) it is; where it is slower (seen on a CPU, where a suffix's
+call costs as much as the batch it saves), the validator says by how much.
 """
 
 from __future__ import annotations
@@ -53,7 +57,6 @@ def prefix_batches(
             continue
         p = curve(prefix)
         sufs = [curve(split[a[1]][1]) for a in group]
-        wholes = [curve(a[1]) for a in group]
         if p is None or any(c is None for c in sufs):
             continue
         total = sum(a[2] for a in group)
@@ -65,10 +68,6 @@ def prefix_batches(
         lat = p.latency(total) + sum(c.latency(a[2]) for a, c in zip(group, sufs, strict=True))  # type: ignore[union-attr]
         if any(duty + lat > a[3] * (1 + slack) for a in group):
             continue
-        if all(w is not None and a[2] <= w.max_batch for a, w in zip(group, wholes, strict=True)):
-            whole = sum(w.latency(a[2]) for a, w in zip(group, wholes, strict=True))  # type: ignore[union-attr]
-            if lat > whole * (1 + slack):
-                continue
         mem = p.memory(total) + sum(c.memory(a[2]) for a, c in zip(group, sufs, strict=True))  # type: ignore[union-attr]
         out[prefix] = PrefixBatch(prefix, frozenset(a[0] for a in group), lat, mem, total)
     return out
