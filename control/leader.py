@@ -133,6 +133,12 @@ def held(renewed_at: float | None, now: float, renew_deadline_s: float) -> bool:
     return renewed_at is not None and now - renewed_at < renew_deadline_s
 
 
+def deadline(renewed_at: float | None, renew_deadline_s: float) -> float:
+    """When a leader that last renewed at `renewed_at` must have stepped down: it wakes
+    then at the latest, and no renewal attempt may run past it."""
+    return -math.inf if renewed_at is None else renewed_at + renew_deadline_s
+
+
 def check_timing(duration_s: float, renew_deadline_s: float, retry_s: float) -> str | None:
     """Why these timings cannot elect safely (client-go's rules), or None."""
     if not 0 < retry_s < renew_deadline_s:

@@ -6,10 +6,11 @@ Every `retry_s` the elector reads the Lease, decides, and writes what it decided
 `on_elected` when a write makes it the holder and `on_deposed` when it stops being
 one: another replica holds the Lease, or it has not renewed for `renew_deadline_s`
 (the API server unreachable, its writes refused), shorter than the lease duration so
-that it stops acting before another replica may take over. `release` gives the
-Lease up (no holder) on shutdown, so a standby takes over at its next read rather
-than a lease duration later. Blocking client calls run in threads; each has a
-timeout shorter than the renew deadline. `AlwaysLeader` is the elector of a single
+that it stops acting before another replica may take over. A leader wakes at its
+deadline at the latest, and a renewal still in flight then does not hold it up.
+`release` gives the Lease up (no holder) on shutdown, so a standby takes over at its
+next read rather than a lease duration later. Blocking client calls run in threads;
+each has a timeout of one retry period. `AlwaysLeader` is the elector of a single
 replica (no `--lease`).
 
 The client's errors are translated here: an ApiException is a failed attempt (logged,
@@ -33,6 +34,7 @@ from control.leader import (
     Seen,
     check_timing,
     claim,
+    deadline,
     decide,
     held,
     observe,
@@ -185,7 +187,12 @@ class LeaseElector:
     async def run(self, on_elected: Callback, on_deposed: Callback) -> None:
         """Campaign and hold the Lease until cancelled."""
         while True:
-            await self.step()
+            if self.leader:  # a slow API call must not keep a leader acting past its deadline
+                budget = deadline(self._renewed_at, self.renew_deadline_s) - self.clock.now()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.step(), max(0.0, budget))
+            else:
+                await self.step()
             now = self.clock.now()
             leads = self.holder == self.identity and held(
                 self._renewed_at, now, self.renew_deadline_s
@@ -202,7 +209,10 @@ class LeaseElector:
                     self.holder,
                 )
                 await on_deposed()
-            await self.clock.sleep(self.retry_s)
+            wake = self.clock.now() + self.retry_s
+            if self.leader:
+                wake = min(wake, deadline(self._renewed_at, self.renew_deadline_s))
+            await self.clock.sleep(max(0.0, wake - self.clock.now()))
 
     async def release(self, hold_off_s: float = 0.0) -> None:
         """Give the Lease up if this replica holds it, and campaign again only after

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from control.clock import ManualClock
 from control.leader import (
@@ -337,3 +339,64 @@ def test_a_leader_whose_term_cannot_start_lets_another_replica_lead(api: FakeApi
             await b.shutdown()
 
     asyncio.run(scenario())
+
+
+# --- the invariant ---
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0]) | st.floats(0.0, 16.0),
+            st.sampled_from("aabbc"),  # a third replica, less often: more a/b interleavings
+            st.sampled_from(["step", "step", "read", "write", "release"]),
+        ),
+        max_size=100,
+    )
+)
+def test_no_two_replicas_ever_act_as_leader_at_once(events: list[tuple[float, str, str]]) -> None:
+    """Any interleaving of steps (a read and its write), reads whose conditional write
+    lands later or never, and releases by three replicas: a replica acts from the moment
+    its write lands until its renew deadline counted from the read it decided on (or
+    until it releases), and no two replicas' acting times overlap."""
+    duration_s, deadline_s = 15.0, 10.0
+    lease: LeaseRecord | None = None
+    version = 0
+    seen: dict[str, Seen | None] = dict.fromkeys("abc")
+    pending: dict[str, tuple[float, LeaseRecord | None, LeaseRecord] | None] = dict.fromkeys("abc")
+    acting: list[tuple[str, float, float]] = []  # (replica, from, until)
+    now = 0.0
+
+    def stored(rec: LeaseRecord) -> LeaseRecord:
+        nonlocal version
+        version += 1
+        return LeaseRecord(rec.holder, rec.duration_s, rec.renew_time, rec.acquire_time, rec.transitions, str(version))  # fmt: skip
+
+    for step, replica, kind in events:
+        now += step
+        if kind in ("read", "step"):
+            seen[replica] = observe(seen[replica], lease, now)
+            d = decide(seen[replica], replica, now)
+            pending[replica] = None
+            if d.action is not Action.WAIT:
+                prev = seen[replica].record if seen[replica] else None  # type: ignore[union-attr]
+                wall = T0 + dt.timedelta(seconds=now)
+                pending[replica] = (now, prev, claim(prev, replica, duration_s, wall))
+        if kind in ("write", "step") and (p := pending[replica]) is not None:
+            read_at, prev, new = p
+            pending[replica] = None
+            if (prev is None) != (lease is None) or (prev and prev.version != lease.version):  # type: ignore[union-attr]
+                continue  # 409: another replica wrote since this one read
+            lease = stored(new)
+            seen[replica] = observe(seen[replica], lease, now)
+            if now < read_at + deadline_s:
+                acting.append((replica, now, read_at + deadline_s))
+        elif kind == "release" and lease is not None and lease.holder == replica:
+            # It stops acting first, then writes the release.
+            acting[:] = [(r, s, min(e, now) if r == replica else e) for r, s, e in acting]
+            lease = stored(released(lease, T0 + dt.timedelta(seconds=now)))
+    for i, (r1, s1, e1) in enumerate(acting):
+        for r2, s2, e2 in acting[i + 1 :]:
+            if r1 != r2 and s1 < e1 and s2 < e2:
+                assert e1 <= s2 or e2 <= s1, (r1, s1, e1, r2, s2, e2)
