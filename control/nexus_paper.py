@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from control.nodes import Node, least_batches
+from control.nodes import FIT, Node, least_batches
 from control.problem import Demand
 from control.tables import EPS
 
@@ -85,10 +85,20 @@ def plan_nexus(demands: list[Demand]) -> list[Node]:
             residuals.append(residual_node(d, rest, sat))
     residuals.sort(key=lambda n: n.occupancy, reverse=True)
     merged: list[Node] = []
+    # Σ over each merged node's pieces of their cheapest batch: no merge loads a node less,
+    # so a merge whose floors already pass the cycle is skipped without re-batching (the
+    # same merges as trying each: the merge loop is quadratic, this keeps it cheap).
+    floors: list[float] = []
     for res in residuals:
         best_i, best_occ = -1, -1.0
+        rf = sum(p.demand.table.floor for p in res.pieces.values())
         for i, node in enumerate(merged):
-            if node.gclass != res.gclass:
+            if node.gclass is not res.gclass and node.gclass != res.gclass:
+                continue
+            if node.duty <= res.duty:
+                if node.load + rf > node.duty * FIT * (1 + 1e-12):
+                    continue
+            elif floors[i] + rf > res.duty * FIT * (1 + 1e-12):
                 continue
             occ = _merge_load(node, res)
             if occ is not None and occ > best_occ:
@@ -96,6 +106,8 @@ def plan_nexus(demands: list[Demand]) -> list[Node]:
         m = try_merge(merged[best_i], res) if best_i >= 0 else None
         if m is None:
             merged.append(res)
+            floors.append(rf)
         else:
             merged[best_i] = m
+            floors[best_i] += rf
     return nodes + merged
