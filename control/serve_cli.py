@@ -69,9 +69,15 @@ def serve(
     identity: str | None = typer.Option(
         None, "--identity", help="This replica's name in the Lease (default: $POD_NAME, hostname)."
     ),
-    lease_duration_s: float = typer.Option(15.0, "--lease-duration-s"),
-    renew_deadline_s: float = typer.Option(10.0, "--renew-deadline-s"),
-    retry_period_s: float = typer.Option(2.0, "--retry-period-s"),
+    lease_duration_s: float = typer.Option(
+        15.0, "--lease-duration-s", help="--lease: a standby takes over a Lease silent this long."
+    ),
+    renew_deadline_s: float = typer.Option(
+        10.0, "--renew-deadline-s", help="--lease: a leader not renewed this long steps down."
+    ),
+    retry_period_s: float = typer.Option(
+        2.0, "--retry-period-s", help="--lease: seconds between two reads (or renewals)."
+    ),
     repo: Path = typer.Option(..., "--repo", help="The fleet's model repository."),
     profiles: Path = typer.Option(..., "--profiles", help="profiles.json"),
     workload: Path = typer.Option(..., "--workload", help="workload.json (first start)"),
