@@ -108,6 +108,22 @@ def _ready_routes() -> dict[str, dict]:
     }
 
 
+def _binary_header(description: str) -> dict:
+    """The `Inference-Header-Content-Length` parameter of Triton's binary data extension."""
+    return _param(INFERENCE_HEADER, "header", description, COUNT, required=False)
+
+
+def _infer_body(binary_description: str | None = None) -> dict:
+    """A KServe v2 InferenceRequest body, as JSON or as a JSON header and binary tensors."""
+    binary: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
+    if binary_description is not None:
+        binary["description"] = binary_description
+    return {
+        "required": True,
+        "content": {JSON: {"schema": ref("InferenceRequest")}, BINARY: binary},
+    }
+
+
 def _infer_operation(op_id: str, *params: dict) -> dict:
     retry = {
         "Retry-After": {
@@ -142,31 +158,18 @@ def _infer_operation(op_id: str, *params: dict) -> dict:
                     {"type": "number", "exclusiveMinimum": 0},
                     required=False,
                 ),
-                _param(
-                    INFERENCE_HEADER,
-                    "header",
+                _binary_header(
                     "Binary tensor data extension: the body opens with a JSON header of "
                     "this many bytes, the tensors' raw bytes follow. Without it the whole "
-                    "body is JSON.",
-                    COUNT,
-                    required=False,
+                    "body is JSON."
                 ),
             ],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    JSON: {"schema": ref("InferenceRequest")},
-                    BINARY: {
-                        "schema": {"type": "string", "format": "binary"},
-                        "description": (
-                            "An InferenceRequest JSON header of `Inference-Header-Content-"
-                            "Length` bytes, then each binary input's bytes (little-endian, "
-                            "row-major; a BYTES element is a 4-byte length and its bytes), in "
-                            "the order of `inputs`, each `parameters.binary_data_size` long."
-                        ),
-                    },
-                },
-            },
+            "requestBody": _infer_body(
+                "An InferenceRequest JSON header of `Inference-Header-Content-Length` bytes, "
+                "then each binary input's bytes (little-endian, row-major; a BYTES element is "
+                "a 4-byte length and its bytes), in the order of `inputs`, each "
+                "`parameters.binary_data_size` long."
+            ),
             "responses": {
                 "200": {
                     "description": (
@@ -218,21 +221,9 @@ def _query_operation() -> dict:
             ),
             "parameters": [
                 query,
-                _param(
-                    INFERENCE_HEADER,
-                    "header",
-                    "Binary tensor data extension: length of the JSON header.",
-                    COUNT,
-                    required=False,
-                ),
+                _binary_header("Binary tensor data extension: length of the JSON header."),
             ],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    JSON: {"schema": ref("InferenceRequest")},
-                    BINARY: {"schema": {"type": "string", "format": "binary"}},
-                },
-            },
+            "requestBody": _infer_body(),
             "responses": {
                 "200": _json("Every stage's outputs, keyed by stage id.", "QueryResponse"),
                 "400": _error(
