@@ -24,6 +24,7 @@ from control.growth import absorb
 from control.migrate import HeldBack, consolidate, node_moves
 from control.nodes import Node
 from control.problem import Demand, GpuClass, Problem, TableCache
+from control.repack import repack
 from control.slack_index import SlackIndex
 from control.tables import EPS
 from control.types import Plan
@@ -39,6 +40,10 @@ MOVE_SHARE, MOVE_MIN = 0.10, 16
 # have some room and trying each cost most of the re-plan's time; judged on "Fleet
 # scale" re-plan time and GPUs (BENCHMARKS.md).
 SCAN = 48
+# Windows of GPUs are planned afresh (control.repack) only where the budget left can pay
+# for one: a window of 64 GPUs freed 3 for ~340 moves at 2,000 sessions (BENCHMARKS.md,
+# "Fleet scale"); below it they would be held back after costing a policy run each.
+REPACK_MIN_BUDGET = 300
 
 
 @dataclass(slots=True, frozen=True)
@@ -105,7 +110,11 @@ def replan(
     tables: TableCache,
     policy: Callable[[list[Demand]], list[Node]],
     max_moves: int | None = None,
+    target: int | None = None,
 ) -> Replanned:
+    """Re-plan `prob` from `previous`; `target`: the GPUs a fresh plan is expected to use
+    (the least full GPUs are planned afresh, control.repack, while the re-plan uses more;
+    0 where unknown)."""
     want = {d.id: d for d in prob.demands}
     before: dict[str, float] = {}
     for g in previous.gpus:
@@ -164,4 +173,14 @@ def replan(
     # Every GPU may be dissolved here, saturated ones too (the policies keep theirs
     # out): so a re-plan of unchanged rates may move a session, but only to free a GPU.
     done = consolidate(nodes, origin, budget, index)
+    changed = before.keys() != want.keys() or any(
+        abs(r - want[sid].rate) > EPS * max(1.0, r) for sid, r in before.items()
+    )
+    # Towards a fresh plan, where rates changed (unchanged ones move nothing) and the
+    # budget left can pay for a window's moves.
+    if changed and budget - done.spent >= REPACK_MIN_BUDGET:
+        more = repack(done.nodes, origin, budget - done.spent, target or 0, policy)
+        done.nodes, done.spent = more.nodes, done.spent + more.spent
+        done.held_back.gpus += more.held_gpus
+        done.held_back.moves += more.held_moves
     return Replanned(done.nodes, required, done.spent, budget, done.held_back)

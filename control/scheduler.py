@@ -72,9 +72,17 @@ def schedule(
     fn = POLICIES[policy]
     tables = TableCache(curves)
     prob = resolve(sessions, tables, classes)
+    types = {c.gpu_type for c in classes}
+    bound = lower_bound(sessions, curves, types, tables.get)
     re = None
+    target = None
     if previous is not None:
-        re = replan(previous, prob, tables, LEFTOVERS.get(policy, fn), max_moves)
+        # The GPUs a fresh plan would use, estimated without making one (that would cost a
+        # plan's time): the previous plan's GPUs per bound, at the new rates' bound.
+        was = _bound_at(sessions, allocated(previous), tables, types)
+        if was > 0 and previous.gpus:
+            target = math.ceil(bound * len(previous.gpus) / was - 1e-9)
+        re = replan(previous, prob, tables, LEFTOVERS.get(policy, fn), max_moves, target)
         nodes = re.nodes
     else:
         nodes = fn(prob.demands)
@@ -82,17 +90,12 @@ def schedule(
     # New GPUs of a pool get ids the previous plan did not use: an id names one GPU's
     # models across re-plans.
     plan = emit(nodes, prob.unplaced + short, {g.gpu for g in previous.gpus} if previous else set())
-    bound = lower_bound(sessions, curves, {c.gpu_type for c in classes}, tables.get)
     out = Schedule(plan, bound, Moves(), sessions)
     if previous is not None and re is not None:
         out.moves = diff(previous, plan)
         out.required_moves, out.move_budget, out.held_back = re.required, re.budget, re.held_back
-        # How far from a fresh plan, without making one (that would cost a plan's time):
-        # the previous plan's GPUs per bound, at the new rates' bound.
-        was = _bound_at(sessions, allocated(previous), tables, {c.gpu_type for c in classes})
-        if was > 0 and previous.gpus:
-            expect = math.ceil(bound * len(previous.gpus) / was - 1e-9)
-            re.held_back.behind = max(0, len(plan.gpus) - expect)
+        if target is not None:
+            re.held_back.behind = max(0, len(plan.gpus) - target)
     return out
 
 

@@ -92,3 +92,22 @@ def test_a_fleet_gpu_freed_may_take_new_sessions():
     again = schedule(moved, ps.curves(), classes, previous=first.plan, max_moves=0)
     assert {g.gpu for g in again.plan.gpus} <= set(classes[0].ids)
     assert validate_plan(again.plan, moved, ps.curves()) == []
+
+
+def test_a_wasteful_plan_moves_towards_a_fresh_one_within_the_budget():
+    """From one GPU per session (batch-oblivious), re-planning with a budget frees GPUs a
+    step at a time; without one it moves only what the new rates need."""
+    ss = zipf_sessions(MODELS, 120, seed=12, rate=(5, 300))
+    wasteful = schedule(ss, CURVES, POOL, "batch-oblivious")
+    fresh = schedule(ss, CURVES, POOL)
+    nudged = [s.model_copy(update={"rate": s.rate * 1.01}) for s in ss]
+    stay = schedule(nudged, CURVES, POOL, previous=wasteful.plan, max_moves=0)
+    assert stay.moves.count == stay.required_moves
+    step = schedule(nudged, CURVES, POOL, previous=wasteful.plan, max_moves=60)
+    assert step.moves.count <= step.required_moves + 60
+    assert fresh.gpus < step.gpus < stay.gpus
+    assert step.held_back is not None and step.held_back.gpus > 0  # the rest, for later
+    free = schedule(nudged, CURVES, POOL, previous=wasteful.plan, max_moves=10**6)
+    assert free.gpus <= step.gpus
+    for s in (stay, step, free):
+        assert validate_plan(s.plan, nudged, CURVES, default_memory=141e9) == []
