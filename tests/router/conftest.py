@@ -15,22 +15,28 @@ TIGHT_SLO_MS = 1.0  # below l(1): every request to this session is dropped at on
 PROFILED_MAX = 32  # the profile's largest batch, below the repository's max_batch_size 64
 
 
-def write_inputs(folder: Path, fleet, tight: bool = False) -> tuple[Path, Path, Path]:
-    """plan.json (MODEL on every server; with `tight`, a second session that cannot be
-    served), fleet.json and profiles.json whose curve ends at PROFILED_MAX."""
-    sessions = [(MODEL, SLO_MS)] + ([(f"{MODEL}/tight", TIGHT_SLO_MS)] if tight else [])
-    gpus = [
+def plan_gpus(fleet, allocs: list[tuple[str, str, float]], batch: int, rate: float) -> list:
+    """plan.json's `gpus`: every (session, model, SLO) of `allocs` on every server of `fleet`,
+    at `batch` and `rate`, in a 40 ms duty cycle."""
+    return [
         {
             "gpu": g.id,
             "gpu_type": g.gpu_type,
             "duty_cycle_ms": 40.0,
             "allocations": [
-                {"session": s, "model": MODEL, "batch": 8, "rate": 50.0, "slo_ms": slo}
-                for s, slo in sessions
+                {"session": s, "model": m, "batch": batch, "rate": rate, "slo_ms": slo}
+                for s, m, slo in allocs
             ],
         }
         for g in fleet.gpus
     ]
+
+
+def write_inputs(folder: Path, fleet, tight: bool = False) -> tuple[Path, Path, Path]:
+    """plan.json (MODEL on every server; with `tight`, a second session that cannot be
+    served), fleet.json and profiles.json whose curve ends at PROFILED_MAX."""
+    sessions = [(MODEL, SLO_MS)] + ([(f"{MODEL}/tight", TIGHT_SLO_MS)] if tight else [])
+    gpus = plan_gpus(fleet, [(s, MODEL, slo) for s, slo in sessions], batch=8, rate=50.0)
     points = [
         {"batch": b, "latency_ms": 2.0 + 0.2 * b, "memory_bytes": 0} for b in (1, 8, PROFILED_MAX)
     ]

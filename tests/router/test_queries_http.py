@@ -17,7 +17,7 @@ import pytest
 
 from bench.query_models import EXPAND, FANOUT, export_expand
 from model_repo_tools.triton_client import TritonServer
-from tests.router.conftest import MODEL
+from tests.router.conftest import MODEL, plan_gpus
 
 pytestmark = pytest.mark.integration
 SLO_MS = 400.0
@@ -50,18 +50,7 @@ def write_inputs(folder: Path, fleet) -> tuple[Path, Path, Path]:
         ("pipe/mlp", MODEL, BUDGETS["mlp"]),
         (MODEL, MODEL, 200.0),
     ]
-    gpus = [
-        {
-            "gpu": g.id,
-            "gpu_type": g.gpu_type,
-            "duty_cycle_ms": 40.0,
-            "allocations": [
-                {"session": s, "model": m, "batch": 16, "rate": 40.0, "slo_ms": slo}
-                for s, m, slo in allocs
-            ],
-        }
-        for g in fleet.gpus
-    ]
+    gpus = plan_gpus(fleet, allocs, batch=16, rate=40.0)
     stages = [
         {"id": "expand", "model": EXPAND, "session": "pipe/expand", "budget_ms": BUDGETS["expand"]},
         {
