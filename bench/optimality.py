@@ -27,27 +27,30 @@ HEADER = (
 )
 
 
-def cases(h200: ProfileSet) -> Iterator[tuple[str, ProfileSet, int, int, float]]:
-    """(name, profiles, sessions, seed, GPU memory): the H200 profiles, then held-out
-    synthetic ones, at 10, 20 and 30 sessions, with unbounded and small memory."""
+def cases(h200: ProfileSet) -> Iterator[tuple[str, ProfileSet, int, int, float, float]]:
+    """(name, profiles, sessions, seed, GPU memory, top rate): the H200 profiles, then
+    held-out synthetic ones, at 10, 20 and 30 sessions, with unbounded and small memory;
+    and low rates (5-500 req/s), where most sessions share a GPU."""
     for n in (10, 20, 30):
-        yield "h200 141 GB", h200, n, n, 141e9
-        yield "h200 4 GB", h200, n, n + 1, 4e9
-        yield "synthetic (seed 301) 8 GB", synthetic_profiles(301, 5), n, n + 2, 8e9
-        yield "synthetic (seed 302)", synthetic_profiles(302, 4), n, n + 3, math.inf
+        yield "h200 141 GB", h200, n, n, 141e9, 2000.0
+        yield "h200 4 GB", h200, n, n + 1, 4e9, 2000.0
+        yield "synthetic (seed 301) 8 GB", synthetic_profiles(301, 5), n, n + 2, 8e9, 2000.0
+        yield "synthetic (seed 302)", synthetic_profiles(302, 4), n, n + 3, math.inf, 2000.0
+        low = synthetic_profiles(2, 4)
+        yield "synthetic (seed 2) 8 GB, 5-500 req/s", low, n, 2, 8e9, 500.0
 
 
 def run_exact(h200: ProfileSet, time_limit: float, sizes: set[int] | None = None) -> Iterator[str]:
     yield HEADER
     yield "|" + "---|" * (HEADER.count("|") - 1)
     total = {"tnx": 0, "opt": 0, "certified": 0, "cases": 0}
-    for name, ps, n, seed, memory in cases(h200):
+    for name, ps, n, seed, memory, top in cases(h200):
         if sizes is not None and n not in sizes:
             continue
         curves = ps.curves()
         gpu_type = ps.gpu_types()[0]
         models = sorted({p.model for p in ps.profiles if p.gpu_type == gpu_type})
-        sessions = zipf_sessions(models, n, seed, rate=(5.0, 2000.0))
+        sessions = zipf_sessions(models, n, seed, rate=(5.0, top))
         classes = [GpuClass(gpu_type, memory)]
         ours = schedule(sessions, curves, classes, "tnx")
         paper = schedule(sessions, curves, classes, "nexus-paper")
