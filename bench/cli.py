@@ -6,6 +6,18 @@ from pathlib import Path
 
 import typer
 
+HELP = {
+    "plan": "Scheduler benchmark on the H200 profiles.",
+    "scale": "Planning time, GPUs and re-plan moves, 1,000 to 20,000 sessions.",
+    "router": "Router vs Triton direct under k6 load: latency, goodput, recovery.",
+    "chaos": "Server, router and control-plane faults under k6 load (RELIABILITY.md).",
+    "scaleout": "1-3 routers and --workers 2 on one fleet under k6 load (issue 10).",
+    "queries": "A two-stage query through POST /v1/queries vs its stages by a client.",
+    "prefix": "Shared-backbone examples at saturation, whole vs prefix-shared.",
+    "tools": "Install perf_analyzer for `tnx bench router`.",
+    "simulate": "Policies x loads x traces in the simulator (BENCHMARKS.md).",
+}
+
 
 def tools(
     cache: Path = typer.Option(
@@ -28,29 +40,19 @@ def mount(bench_app: typer.Typer) -> None:
     from bench.scaleout import bench_scaleout
     from bench.simulate import bench_simulate
 
-    bench_app.command("plan", help="Scheduler benchmark on the H200 profiles.")(bench_plan)
-    bench_app.command(
-        "scale", help="Planning time, GPUs and re-plan moves, 1,000 to 20,000 sessions."
-    )(bench_scale)
-    bench_app.command(
-        "router", help="Router vs Triton direct under k6 load: latency, goodput, recovery."
-    )(bench_router)
-    bench_app.command(
-        "chaos", help="Server, router and control-plane faults under k6 load (RELIABILITY.md)."
-    )(bench_chaos)
-    bench_app.command(
-        "scaleout", help="1-3 routers and --workers 2 on one fleet under k6 load (issue 10)."
-    )(bench_scaleout)
-    bench_app.command(
-        "queries", help="A two-stage query through POST /v1/queries vs its stages by a client."
-    )(bench_queries)
-    bench_app.command(
-        "prefix", help="Shared-backbone examples at saturation, whole vs prefix-shared."
-    )(bench_prefix)
-    bench_app.command("tools", help="Install perf_analyzer for `tnx bench router`.")(tools)
-    bench_app.command(
-        "simulate", help="Policies x loads x traces in the simulator (BENCHMARKS.md)."
-    )(bench_simulate)
+    commands = {
+        "plan": bench_plan,
+        "scale": bench_scale,
+        "router": bench_router,
+        "chaos": bench_chaos,
+        "scaleout": bench_scaleout,
+        "queries": bench_queries,
+        "prefix": bench_prefix,
+        "tools": tools,
+        "simulate": bench_simulate,
+    }
+    for name, command in commands.items():
+        bench_app.command(name, help=HELP[name])(command)
 
 
 def mount_top(app: typer.Typer) -> None:

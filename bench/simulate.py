@@ -27,6 +27,7 @@ from control.types import Plan
 from model_repo_tools.profiles import LatencyCurve, ProfileSet
 from router.simulator import SimResult, Simulator, profile_latency
 from router.types import Answered
+from tnx.cli_args import names, numbers
 from tnx.errors import UserInputError
 
 
@@ -250,10 +251,7 @@ def bench_simulate(
     from control.problem import pool
     from control.scheduler import schedule
 
-    try:
-        load_list = [float(x) for x in loads.split(",") if x.strip()]
-    except ValueError:
-        raise UserInputError(f"--loads: not a list of numbers: {loads!r}") from None
+    load_list = numbers("--loads", loads)
     ps = ProfileSet.load(profiles)
     curves = ps.curves()
     gpu_type = ps.gpu_types()[0]
@@ -268,9 +266,9 @@ def bench_simulate(
     typer.echo("")
     for line in table([]):
         typer.echo(line)
-    for trace in [t for t in traces.split(",") if t.strip()]:
+    for trace in names(traces):
         for load in load_list:
-            for pol in [p for p in policies.split(",") if p.strip()]:
+            for pol in names(policies):
                 name, _, drop = pol.partition("/")
                 r = run(
                     plan,
