@@ -21,6 +21,21 @@ from model_repo_tools.profiles import ProfileSet
 
 
 @dataclass(slots=True)
+class TermSpec:
+    """What a term runs on: the repository, profiles and workload, the store's path, the
+    fleet, the routers whose arrival counters it samples, and the HTTP API's token."""
+
+    repo: Path
+    profiles: ProfileSet
+    workload: Workload
+    state: Path
+    fleet: Fleet | Discovered
+    routers: list[str] = field(default_factory=list)
+    config: ControlConfig = field(default_factory=ControlConfig)
+    token: str | None = None
+
+
+@dataclass(slots=True)
 class Discovered:
     """`--fleet-from k8s:NS/SERVICE`: where the fleet comes from and how it qualifies."""
 
@@ -31,18 +46,6 @@ class Discovered:
     wait_s: float = 600.0  # for a first server to qualify
     retry_s: float = 5.0
     watch_timeout_s: int = 300
-
-
-@dataclass(slots=True)
-class TermSpec:
-    repo: Path
-    profiles: ProfileSet
-    workload: Workload
-    state: Path
-    fleet: Fleet | Discovered
-    routers: list[str] = field(default_factory=list)
-    config: ControlConfig = field(default_factory=ControlConfig)
-    token: str | None = None
 
 
 class ControlTerm:

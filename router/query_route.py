@@ -76,10 +76,12 @@ class _Stage:
 
 @dataclass(slots=True)
 class _Execution:
+    """One query request carried through its query's stages on the router's sessions."""
+
+    request: kserve.InferRequest
     service: RouterService
     spec: QuerySpec
     run: QueryRun
-    request: kserve.InferRequest
     samples: int
     metrics: QueryMetrics
     stages: dict[str, _Stage] = field(default_factory=dict)
@@ -298,7 +300,7 @@ async def serve_query(
     )
     info = await service.model_info(spec.root.model)
     n = validate_inputs(req, info.inputs, outputs=None, max_batch_size=info.max_batch_size)
-    execution = _Execution(service, spec, run, req, n or 1, metrics)
+    execution = _Execution(req, service, spec, run, n or 1, metrics)
     return await execution.answer(steps)
 
 
