@@ -42,12 +42,12 @@ class ServiceRef:
     namespace: str
     name: str
 
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
     @property
     def selector(self) -> str:
         return f"{SERVICE_NAME_LABEL}={self.name}"
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
 def parse_fleet_from(text: str) -> ServiceRef:

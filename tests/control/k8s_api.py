@@ -190,6 +190,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _fail(self, code: int, reason: str, message: str) -> None:
+        self._send(code, status(code, reason, message))
+
     def _body(self) -> dict[str, Any]:
         return json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
 
@@ -199,7 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         f.requests.append((method, self.path))
         if self.server.server_address[1] in f.shut:
-            self._send(503, status(503, "ServiceUnavailable", "the door is shut"))
+            self._fail(503, "ServiceUnavailable", "the door is shut")
             return
         if (m := SLICES.match(url.path)) and method == "GET":
             if query.get("watch") in ("true", "1"):
@@ -210,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
         if m := LEASES.match(url.path):
             self._lease(method, m.group(1), m.group(2))
             return
-        self._send(404, status(404, "NotFound", f"{method} {url.path}: not served here"))
+        self._fail(404, "NotFound", f"{method} {url.path}: not served here")
 
     do_GET = lambda self: self._route("GET")  # noqa: E731
     do_POST = lambda self: self._route("POST")  # noqa: E731
@@ -248,7 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
         since = int(query.get("resourceVersion") or 0)
         timeout = float(query.get("timeoutSeconds") or 1800)
         if since < f.compacted and f.gone_as_status:
-            self._send(410, status(410, "Expired", "too old resource version"))
+            self._fail(410, "Expired", "too old resource version")
             return
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -308,24 +311,20 @@ class _Handler(BaseHTTPRequestHandler):
             for field in ("acquireTime", "renewTime"):
                 if spec.get(field) is not None and not MICRO_TIME.match(spec[field]):
                     msg = f'Lease in version "v1" cannot be handled as a Lease: parsing time "{spec[field]}" as MicroTime'
-                    self._send(400, status(400, "BadRequest", msg))
+                    self._fail(400, "BadRequest", msg)
                     return
         with f.cond:
+            if name and method in ("GET", "PUT") and (ns, name) not in f.leases:
+                self._fail(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found')
+                return
             if method == "GET" and name:
-                got = f.leases.get((ns, name))
-                if got is None:
-                    self._send(
-                        404,
-                        status(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found'),
-                    )
-                else:
-                    self._send(200, got)
+                self._send(200, f.leases[(ns, name)])
                 return
             if method == "POST" and not name:
                 key = (ns, body["metadata"]["name"])
                 if key in f.leases:
                     msg = f'leases.coordination.k8s.io "{key[1]}" already exists'
-                    self._send(409, status(409, "AlreadyExists", msg))
+                    self._fail(409, "AlreadyExists", msg)
                     return
                 body.update(apiVersion="coordination.k8s.io/v1", kind="Lease")
                 body["metadata"]["namespace"] = ns
@@ -334,19 +333,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(201, body)
                 return
             if method == "PUT" and name:
-                cur = f.leases.get((ns, name))
-                if cur is None:
-                    self._send(
-                        404,
-                        status(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found'),
-                    )
-                    return
+                cur = f.leases[(ns, name)]
                 if body["metadata"].get("resourceVersion") != cur["metadata"]["resourceVersion"]:
                     msg = (
                         f'Operation cannot be fulfilled on leases.coordination.k8s.io "{name}": '
                         "the object has been modified; please apply your changes to the latest version and try again"
                     )
-                    self._send(409, status(409, "Conflict", msg))
+                    self._fail(409, "Conflict", msg)
                     return
                 body.update(apiVersion="coordination.k8s.io/v1", kind="Lease")
                 body["metadata"]["namespace"] = ns
@@ -354,7 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
                 f.leases[(ns, name)] = body
                 self._send(200, body)
                 return
-        self._send(405, status(405, "MethodNotAllowed", f"{method} on leases"))
+        self._fail(405, "MethodNotAllowed", f"{method} on leases")
 
 
 @contextmanager
