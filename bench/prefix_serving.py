@@ -22,6 +22,8 @@ from pathlib import Path
 import typer
 
 from bench.open_loop import Body, Counts, LoadSpec, Phase, run_load
+from control.types import Plan
+from model_repo_tools.fleet import Fleet
 
 HEADS = ("backbone_classifier", "backbone_embedder")
 SHAPE = (3, 32, 32)
@@ -63,9 +65,7 @@ def _body(path: Path) -> Body:
     return Body(path, len(head))
 
 
-def _plan(fleet, models: tuple[str, str], batch: int, slo: float):  # noqa: ANN001, ANN202
-    from control.types import Plan
-
+def _plan(fleet: Fleet, models: tuple[str, str], batch: int, slo: float) -> Plan:
     return Plan.model_validate(
         {
             "gpus": [
@@ -84,7 +84,7 @@ def _plan(fleet, models: tuple[str, str], batch: int, slo: float):  # noqa: ANN0
     )
 
 
-def _executions(fleet, names: list[str]) -> dict[str, int]:  # noqa: ANN001
+def _executions(fleet: Fleet, names: list[str]) -> dict[str, int]:
     from model_repo_tools.triton_client import TritonServer
 
     out = dict.fromkeys(names, 0)

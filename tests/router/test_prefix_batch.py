@@ -82,7 +82,9 @@ class _Backend:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
 
-    async def infer(self, gpu, model, batch, *, timeout_s=None):  # noqa: ANN001, ANN201
+    async def infer(
+        self, gpu: str, model: str, batch: tuple[Request, ...], *, timeout_s: float | None = None
+    ) -> list[dict[str, np.ndarray]]:
         self.calls.append((model, len(batch)))
         if model == P:
             return [{"shared_0": r.payload["input"] + 1} for r in batch]
