@@ -122,14 +122,29 @@ def _body(x: np.ndarray) -> dict:
     }
 
 
-async def _load(url: str, n: int, concurrency: int = 16) -> list[int]:
-    x = np.random.default_rng(5).standard_normal((1, 3, 32, 32), dtype=np.float32)
+async def _load(url: str, n: int, concurrency: int = 32, samples: int = 8) -> list[int]:
+    """`n` requests of `samples` samples each, alternating the two heads, `concurrency` in
+    flight, binary tensors: the server, not the router's JSON parsing, is what queues."""
+    x = np.random.default_rng(5).standard_normal((samples, 3, 32, 32), dtype=np.float32)
+    header = {
+        "inputs": [
+            {
+                "name": "input",
+                "datatype": "FP32",
+                "shape": list(x.shape),
+                "parameters": {"binary_data_size": x.nbytes},
+            }
+        ]
+    }
+    head = json.dumps(header).encode()
+    headers = {"Inference-Header-Content-Length": str(len(head))}
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=30) as client:
 
         async def one(i: int) -> int:
             async with sem:
-                r = await client.post(f"{url}/v2/models/{HEADS[i % 2]}/infer", json=_body(x))
+                url_i = f"{url}/v2/models/{HEADS[i % 2]}/infer"
+                r = await client.post(url_i, content=head + x.tobytes(), headers=headers)
                 return r.status_code
 
         return await asyncio.gather(*(one(i) for i in range(n)))
@@ -193,7 +208,8 @@ def test_served_through_control_plane_and_router_like_torch(shared: Shared, tmp_
         print(f"(executions, inferences) under load: {runs}")  # shown with pytest -s
         p, sc, se = (runs[m] for m in names)
         assert p[1] == sc[1] + se[1] >= codes.count(200)  # every answer went the split path
-        assert p[0] < sc[0] + se[0], runs  # prefix batches mixed both models' requests
+        # Prefix batches mixed both models' requests: the backbone ran clearly fewer times.
+        assert p[0] < 0.9 * (sc[0] + se[0]), runs
     finally:
         for s in reversed(services):
             s.stop(5)
