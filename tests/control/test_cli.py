@@ -24,6 +24,10 @@ def tnx(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def files(tmp_path: Path) -> Path:
+    traffic = [
+        {"id": "det", "model": "inception_v3"},
+        {"id": "car", "model": "resnet50", "after": "det", "fanout": 2.5},
+    ]
     wl = {
         "sessions": [
             {"id": "cams", "model": "resnet50", "slo_ms": 50, "rate": 40000},
@@ -31,17 +35,7 @@ def files(tmp_path: Path) -> Path:
             {"id": "ghost", "model": "no-such-model", "slo_ms": 100, "rate": 5},
             {"id": "rush", "model": "vgg16", "slo_ms": 0.5, "rate": 5},
         ],
-        "queries": [
-            {
-                "id": "traffic",
-                "slo_ms": 400,
-                "rate": 20,
-                "stages": [
-                    {"id": "det", "model": "inception_v3"},
-                    {"id": "car", "model": "resnet50", "after": "det", "fanout": 2.5},
-                ],
-            }
-        ],
+        "queries": [{"id": "traffic", "slo_ms": 400, "rate": 20, "stages": traffic}],
     }
     (tmp_path / "workload.json").write_text(json.dumps(wl))
     fleet = {

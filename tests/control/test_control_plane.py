@@ -19,6 +19,7 @@ from deploy.fleet import free_port, start_fleet, stop_fleet
 from deploy.services import spawn
 from deploy.traffic import Stream, drive
 from model_repo_tools.triton_client import TritonServer
+from tests.control.serve_files import serve_files, tiny_mlp_profile
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token"
@@ -88,14 +89,11 @@ def test_rate_step_moves_load_onto_more_servers_and_restart_reloads_nothing(
     try:
         fleet.save(tmp_path / "fleet.json")
         # A declared profile: 25 ms a sample, so one server carries 40 req/s at most.
-        points = [{"batch": b, "latency_ms": 25.0 * b, "memory_bytes": 1} for b in (1, 2, 4, 8)]
-        (tmp_path / "profiles.json").write_text(
-            json.dumps({"profiles": [{"model": "tiny_mlp", "gpu_type": "cpu", "batches": points}]})
-        )
-        (tmp_path / "workload.json").write_text(
-            json.dumps(
-                {"sessions": [{"id": "mlp", "model": "tiny_mlp", "slo_ms": 300, "rate": 10}]}
-            )
+        files = serve_files(
+            tmp_path,
+            model_repo,
+            [tiny_mlp_profile(25.0)],
+            [{"id": "mlp", "model": "tiny_mlp", "slo_ms": 300, "rate": 10}],
         )
         router_port, control_port = free_port(), free_port()
         control_args = [
@@ -103,20 +101,13 @@ def test_rate_step_moves_load_onto_more_servers_and_restart_reloads_nothing(
             "serve",
             "--fleet",
             str(tmp_path / "fleet.json"),
-            "--repo",
-            str(model_repo),
-            "--profiles",
-            str(tmp_path / "profiles.json"),
-            "--workload",
-            str(tmp_path / "workload.json"),
+            *files,
             "--router",
             f"http://127.0.0.1:{router_port}",
             "--epoch-s",
             "4",
             "--window-s",
             "2",
-            "--state",
-            str(tmp_path / "state.sqlite"),
         ]
         env = {"TNX_ADMIN_TOKEN": TOKEN}
         control = spawn("control", control_args, control_port, "/healthz", tmp_path / "c.log", env)

@@ -20,6 +20,7 @@ import pytest
 from deploy.fleet import free_port
 from deploy.services import Service, spawn, wait_until
 from tests.control.k8s_api import FakeApi, endpoint, endpoint_slice, fake_api
+from tests.control.serve_files import serve_files, tiny_mlp_profile
 from tnx.errors import TnxError
 
 pytestmark = pytest.mark.integration
@@ -64,12 +65,11 @@ def test_two_replicas_discover_the_fleet_and_hand_over(
 ) -> None:
     for i, g in enumerate(fleet.gpus):
         api.put_slice(server_slice(i, g.server))
-    points = [{"batch": b, "latency_ms": 5.0 * b, "memory_bytes": 1} for b in (1, 2, 4, 8)]
-    (tmp_path / "profiles.json").write_text(
-        json.dumps({"profiles": [{"model": "tiny_mlp", "gpu_type": "cpu", "batches": points}]})
-    )
-    (tmp_path / "workload.json").write_text(
-        json.dumps({"sessions": [{"id": "mlp", "model": "tiny_mlp", "slo_ms": 100, "rate": 300}]})
+    files = serve_files(
+        tmp_path,
+        model_repo,
+        [tiny_mlp_profile(5.0)],
+        [{"id": "mlp", "model": "tiny_mlp", "slo_ms": 100, "rate": 300}],
     )
     services: dict[str, Service] = {}
 
@@ -91,14 +91,7 @@ def test_two_replicas_discover_the_fleet_and_hand_over(
             "0.5",
             "--wait",
             "30",
-            "--repo",
-            str(model_repo),
-            "--profiles",
-            str(tmp_path / "profiles.json"),
-            "--workload",
-            str(tmp_path / "workload.json"),
-            "--state",
-            str(tmp_path / "state.sqlite"),
+            *files,
             "--epoch-s",
             "3600",
         ]

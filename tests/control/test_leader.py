@@ -28,6 +28,7 @@ from control.leader import (
 from control.lease_elector import AlwaysLeader, LeaseElector, micro_time
 from control.replica import Replica
 from tests.control.k8s_api import FakeApi, client_for, fake_api
+from tests.waiting import until
 from tnx.errors import FleetError
 
 T0 = dt.datetime(2026, 12, 3, 7, 0, 0, tzinfo=dt.UTC)
@@ -233,14 +234,6 @@ class FakeTerm:
         FakeTerm.running.remove(self.name)
 
 
-async def _until(check, timeout_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not check():
-        assert loop.time() < deadline, "not within the timeout"
-        await asyncio.sleep(0.02)
-
-
 def test_a_standby_serves_no_plan_and_takes_over_when_the_leader_is_cut_off(
     api: FakeApi,
 ) -> None:
@@ -260,7 +253,7 @@ def test_a_standby_serves_no_plan_and_takes_over_when_the_leader_is_cut_off(
 
             replicas[n] = Replica(el, start, identity=n, hold_off_s=2.0)
         await replicas["a"].startup()
-        await _until(lambda: FakeTerm.running == ["a"])
+        await until(lambda: FakeTerm.running == ["a"], 10.0)
         await replicas["b"].startup()
         try:
             await asyncio.sleep(0.5)
@@ -275,9 +268,9 @@ def test_a_standby_serves_no_plan_and_takes_over_when_the_leader_is_cut_off(
             api.shut.add(int(doors["a"].rsplit(":", 1)[1]))
             loop = asyncio.get_running_loop()
             cut = loop.time()
-            await _until(lambda: FakeTerm.running == [])  # a stepped down, b not yet in
+            await until(lambda: FakeTerm.running == [], 10.0)  # a stepped down, b not yet in
             stepped = loop.time() - cut
-            await _until(lambda: FakeTerm.running == ["b"])
+            await until(lambda: FakeTerm.running == ["b"], 10.0)
             took = loop.time() - cut
             # a stops within its renew deadline; b waits out the lease duration from the
             # last renewal it saw (a renewed at most one retry period before the cut).
@@ -328,11 +321,11 @@ def test_a_leader_whose_term_cannot_start_lets_another_replica_lead(api: FakeApi
         a = Replica(LeaseElector(client_for(url), "tnx", "tnx-control", "a", **timing), starter("a"), "a", hold_off_s=5.0)  # fmt: skip
         b = Replica(LeaseElector(client_for(url), "tnx", "tnx-control", "b", **timing), starter("b"), "b", hold_off_s=5.0)  # fmt: skip
         await a.startup()
-        await _until(lambda: tries["a"] == 1)
+        await until(lambda: tries["a"] == 1, 10.0)
         await b.startup()
         try:
             # a released the Lease and sits out: b takes it at its next read, and leads.
-            await _until(lambda: FakeTerm.running == ["b"], 5.0)
+            await until(lambda: FakeTerm.running == ["b"], 5.0)
             assert tries["a"] == 1 and not a.elector.leader and a.term is None
         finally:
             await a.shutdown()

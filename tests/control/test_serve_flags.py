@@ -8,25 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.control.serve_files import serve_files
 from tests.deploy.test_cli import one_line_error, tnx
 
 
 @pytest.fixture
 def files(tmp_path: Path) -> list[str]:
     (tmp_path / "repo").mkdir()
-    (tmp_path / "profiles.json").write_text(json.dumps({"profiles": []}))
-    (tmp_path / "workload.json").write_text(json.dumps({"sessions": []}))
     (tmp_path / "fleet.json").write_text(json.dumps({"gpus": []}))
-    return [
-        "--repo",
-        str(tmp_path / "repo"),
-        "--profiles",
-        str(tmp_path / "profiles.json"),
-        "--workload",
-        str(tmp_path / "workload.json"),
-        "--state",
-        str(tmp_path / "state.sqlite"),
-    ]
+    return serve_files(tmp_path, tmp_path / "repo", [], [])
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from router.driver import BatchEnded, GpuUp
 from router.reports import ControlPoster, HealthReports
 from router.testing import StubBackend, curves, plan
 from router.types import Dispatch, Request
+from tests.waiting import until
 
 
 def _failed(gpu: str, error: str = "g: connection refused") -> BatchEnded:
@@ -107,14 +108,6 @@ class _DeadThenBack(StubBackend):
         return self.back
 
 
-async def _until(check, timeout_s: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not check():
-        assert loop.time() < deadline, "timed out waiting"
-        await asyncio.sleep(0.02)
-
-
 async def test_a_router_following_a_control_plane_reports_failures_and_recovery() -> None:
     control = _Control()
     url = await control.start()
@@ -132,12 +125,12 @@ async def test_a_router_following_a_control_plane_reports_failures_and_recovery(
             assert service.router is not None
             out = await service.router.infer("s")
             assert getattr(out, "reason", None) == "server_down"
-            await _until(lambda: len(control.reports) == 1)
+            await until(lambda: len(control.reports) == 1, 5.0)
             (report,) = control.reports
             assert report["gpu"] == "g0" and report["healthy"] is False
             assert "connection refused" in report["error"]
             backend.back = True
-            await _until(lambda: len(control.reports) == 2)  # the probe runs every 500 ms
+            await until(lambda: len(control.reports) == 2, 5.0)  # the probe runs every 500 ms
             assert control.reports[1] == {"gpu": "g0", "healthy": True}
             assert service.router.policy.is_up("g0")
             # The probe asked for every model the plan runs on the GPU.
