@@ -33,7 +33,7 @@ class Stage(BaseModel):
     id: str = Field(min_length=1)
     model: str = Field(min_length=1)
     after: str | None = None
-    fanout: float = Field(default=1.0, gt=0)
+    fanout: float = Field(default=1.0, gt=0)  # expected items per parent request (planning)
 
 
 class Query(BaseModel):
@@ -104,26 +104,16 @@ class Unplaced(BaseModel):
     model: str | None = None  # so a router can say "known, not placed now" (503, not 404)
 
 
-class StagePlan(BaseModel):
+class StagePlan(Stage):
     """A query's stage as routers run it: its session and the SLO share query analysis gave it."""
 
-    model_config = ConfigDict(extra="allow")
-
-    id: str = Field(min_length=1)
-    model: str = Field(min_length=1)
     session: str = Field(min_length=1)  # `<query>/<stage>`
     budget_ms: float = Field(gt=0)
-    after: str | None = None
-    fanout: float = Field(default=1.0, gt=0)  # expected items per parent request (planning)
 
 
-class QueryPlan(BaseModel):
+class QueryPlan(Query):
     """A query in the plan routers fetch: its end-to-end SLO and its stages' budgets."""
 
-    model_config = ConfigDict(extra="allow")
-
-    id: str = Field(min_length=1)
-    slo_ms: float = Field(gt=0)
     rate: float = Field(default=0.0, ge=0)
     stages: list[StagePlan] = Field(min_length=1)
 
