@@ -43,21 +43,24 @@ class DoomIndex:
 
     def doom_time(self, s: SessionState, now: float) -> float | None:
         """When the head of `s` becomes hopeless (None: never, or empty)."""
-        if not s.queue or self._mode == "none":
-            return None
-        head = s.queue.head()
-        if self._mode == "lazy":
-            return head.deadline
-        best = self._plan.fastest(s, head.n_samples, now)
-        return None if best is None else head.deadline - best
+        return self._doom(s, now, exact=True)
 
     def bound(self, s: SessionState, now: float) -> float | None:
         """A lower bound of the session's doom time from now on (None: never doomed)."""
+        return self._doom(s, now, exact=False)
+
+    def _doom(self, s: SessionState, now: float, exact: bool) -> float | None:
+        # Lazy drops a head at its deadline, early once even its fastest GPU would miss it:
+        # `exact`, by `fastest` now; else by an upper bound of it from now on, whose None
+        # (no GPU can take the head) bounds the doom time by -inf.
         if not s.queue or self._mode == "none":
             return None
         head = s.queue.head()
         if self._mode == "lazy":
             return head.deadline
+        if exact:
+            best = self._plan.fastest(s, head.n_samples, now)
+            return None if best is None else head.deadline - best
         ub = self._plan.fastest_bound(s, head.n_samples, now)
         return -math.inf if ub is None else head.deadline - ub
 
