@@ -75,7 +75,7 @@ def run(
     model: str,
     url: str,
     workdir: Path,
-    concurrency: int = 8,
+    concurrency: int,
     window_ms: int = 5000,
 ) -> PaRow:
     workdir.mkdir(parents=True, exist_ok=True)
