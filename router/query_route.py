@@ -51,13 +51,13 @@ class QueryMetrics:
         self.outcomes = Counter(
             "tnx_router_queries",
             "Query requests answered, per query and outcome (answered, or the drop reason)",
-            ["query", "outcome"],
+            labelnames=["query", "outcome"],
             registry=registry,
         )
         self.latency = Histogram(
             "tnx_router_query_latency_seconds",
             "Answered query requests: arrival to answer",
-            ["query"],
+            labelnames=["query"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=registry,
         )
