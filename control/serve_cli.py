@@ -49,14 +49,12 @@ def serve(
     gpu_type: str | None = typer.Option(
         None,
         "--gpu-type",
-        help="--fleet-from: GPU type of its servers (default: the Service's label "
-        "tnx.dev/gpu-type).",
+        help="--fleet-from: GPU type of its servers (default: the Service's label tnx.dev/gpu-type).",
     ),
     gpu_memory: int | None = typer.Option(
         None,
         "--gpu-memory",
-        help="--fleet-from: bytes per GPU (default: the Service's label tnx.dev/gpu-memory, "
-        "else each Triton's metrics).",
+        help="--fleet-from: bytes per GPU (default: the Service's label tnx.dev/gpu-memory, else each Triton's metrics).",
     ),
     wait: float = typer.Option(
         600.0, "--wait", help="--fleet-from: seconds to wait for a first server to qualify."
