@@ -77,6 +77,21 @@ def _grow(node: Node, sid: str, rate: float) -> bool:
 
 
 def _absorb_on(node: Node, sids: list[str], left: dict[str, float]) -> None:
+    # Where every session's growth fits the room there is, add it all (no undo needed).
+    room, mem_room = node.slack, node.gclass.memory - node.mem
+    for s in sids:
+        c = node.cost(node.pieces[s].demand, left[s])
+        if c is None:
+            break
+        room, mem_room = room - c[1], mem_room - c[2]
+    else:
+        # Each addition then passes Node.add's checks (its costs do not depend on the others).
+        if room >= 0 and mem_room >= 0:
+            for s in sids:
+                node.add(node.pieces[s].demand, left[s])
+            for s in sids:
+                left[s] = 0.0
+            return
     before = node.copy()
     failed = _whole(node, sids, left)
     if len(failed) >= 2:

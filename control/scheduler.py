@@ -109,11 +109,10 @@ def _bound_at(
             groups.setdefault(s.model, []).append(s)
     total = 0.0
     for model, group in groups.items():
-        found = [t for ty in sorted(types) if (t := tables.get(model, ty)) is not None]
-        for t in found:
-            t.prefetch("need", [rates[s.id] for s in group], [s.slo_ms for s in group])
-        for s in group:
-            need = min((t.need(rates[s.id], s.slo_ms) for t in found), default=math.inf)
+        r, slo = [rates[s.id] for s in group], [s.slo_ms for s in group]
+        needs = [t.need_many(r, slo) for ty in sorted(types) if (t := tables.get(model, ty))]
+        for per_type in zip(*needs, strict=True):
+            need = min(per_type)
             total += need if math.isfinite(need) else 0.0
     return math.ceil(total - EPS)
 
