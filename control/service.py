@@ -48,7 +48,6 @@ from control.ownership import RouterRegistry
 from control.probe import Prober
 from control.problem import fleet_classes
 from control.query_analysis import Analysis, analyse, need_on
-from control.query_store import QueryStore
 from control.sampling import RouterSampler
 from control.scheduler import schedule, workload_sessions
 from control.store import Store
@@ -99,8 +98,7 @@ class ControlPlane:
         clock: Clock | None = None,
     ) -> None:
         self.fleet, self.repo, self.profiles, self.store = fleet, Path(repo), profiles, store
-        # The queries' structure, kept across restarts; their budgets as last published.
-        self.queries = QueryStore(store.path)
+        # The queries' budgets as last published (their structure is in the store).
         self.query_plans: list[QueryPlan] = []
         self.curves = profiles.curves()
         self.config = cfg = config or ControlConfig()
@@ -140,17 +138,17 @@ class ControlPlane:
         if not self.store.sessions():
             for s in workload_sessions(workload, self.curves, fleet_classes(self.fleet)):
                 self.store.put_session(s)
-        if not self.queries.queries():  # also a store seeded before queries were kept
+        if not self.store.queries():  # also a store seeded before queries were kept
             known = {s.id for s in self.store.sessions()}
             for q in workload.queries:
                 if all(f"{q.id}/{st.id}" in known for st in q.stages):
-                    self.queries.put(q)
+                    self.store.put_query(q)
 
     def _analyse(self, sessions: list[Session]) -> Analysis:
         """Query analysis (Nexus §6.2) again, for the rates about to be planned: stage
         sessions whose budget moved are stored with it, the queries' plans published."""
         types = {g.gpu_type for g in self.fleet.gpus}
-        result = analyse(self.queries.queries(), sessions, need_on(self.curves, types))
+        result = analyse(self.store.queries(), sessions, need_on(self.curves, types))
         stored = {s.id: s for s in self.store.sessions()}
         for s in result.changed:
             self.store.put_session(stored[s.id].model_copy(update={"slo_ms": s.slo_ms}))

@@ -1,9 +1,12 @@
-"""Persistent state of the control plane in SQLite: sessions and the last applied plan.
+"""Persistent state of the control plane in SQLite: sessions, queries and the last applied plan.
 
-A restarted control plane reads both back, so it keeps its sessions and its
-plan (and, through the actuator's reconciliation, reloads nothing). `Records`
-is one table of pydantic records keyed by id, stored as their JSON; other
-tables of the same file (`control.query_store`) are built from it.
+A restarted control plane reads them back, so it keeps its sessions and its
+plan (and, through the actuator's reconciliation, reloads nothing). The
+queries are kept whole beside the stage sessions they expand into
+(`<query>/<stage>`), which do not say which stage runs after which, how many
+items a stage fans out to, or the SLO they share: so a restarted control plane
+still re-runs query analysis (Nexus §6.2) and publishes the queries to the
+routers. `Records` is one table of pydantic records keyed by id, as JSON.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
-from control.types import Plan, Session
+from control.types import Plan, Query, Session
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -73,6 +76,7 @@ class Store:
         self._db = connect(self.path)
         self._db.executescript(_PLANS)
         self._sessions = Records(self._db, self._lock, "sessions", Session)
+        self._queries = Records(self._db, self._lock, "queries", Query)
 
     def close(self) -> None:
         with self._lock:
@@ -86,6 +90,15 @@ class Store:
 
     def delete_session(self, session_id: str) -> bool:
         return self._sessions.delete(session_id)
+
+    def queries(self) -> list[Query]:
+        return self._queries.all()
+
+    def put_query(self, query: Query) -> None:
+        self._queries.put(query)
+
+    def delete_query(self, query_id: str) -> bool:
+        return self._queries.delete(query_id)
 
     def save_plan(self, revision: int, plan: Plan, applied_at: float) -> None:
         with self._lock:
