@@ -167,7 +167,7 @@ def create_app(cp: ControlPlane, token: str | None) -> FastAPI:
         return {
             "queries": [
                 {**q.model_dump(mode="json"), "plan": _dump(plans.get(q.id))}
-                for q in cp.store.queries()
+                for q in cp.store.queries.all()
             ]
         }
 

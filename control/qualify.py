@@ -66,6 +66,8 @@ class Reading:
 
 @dataclass(frozen=True, slots=True)
 class Problem:
+    """Why `server` does not qualify; printed as the CLI's one line about it."""
+
     server: str
     reason: str
 

@@ -138,17 +138,17 @@ class ControlPlane:
         if not self.store.sessions():
             for s in workload_sessions(workload, self.curves, fleet_classes(self.fleet)):
                 self.store.put_session(s)
-        if not self.store.queries():  # also a store seeded before queries were kept
+        if not self.store.queries.all():  # also a store seeded before queries were kept
             known = {s.id for s in self.store.sessions()}
             for q in workload.queries:
                 if all(f"{q.id}/{st.id}" in known for st in q.stages):
-                    self.store.put_query(q)
+                    self.store.queries.put(q)
 
     def _analyse(self, sessions: list[Session]) -> Analysis:
         """Query analysis (Nexus §6.2) again, for the rates about to be planned: stage
         sessions whose budget moved are stored with it, the queries' plans published."""
         types = {g.gpu_type for g in self.fleet.gpus}
-        result = analyse(self.store.queries(), sessions, need_on(self.curves, types))
+        result = analyse(self.store.queries.all(), sessions, need_on(self.curves, types))
         stored = {s.id: s for s in self.store.sessions()}
         for s in result.changed:
             self.store.put_session(stored[s.id].model_copy(update={"slo_ms": s.slo_ms}))

@@ -76,7 +76,7 @@ class Store:
         self._db = connect(self.path)
         self._db.executescript(_PLANS)
         self._sessions = Records(self._db, self._lock, "sessions", Session)
-        self._queries = Records(self._db, self._lock, "queries", Query)
+        self.queries = Records(self._db, self._lock, "queries", Query)  # .all(), .put(q)
 
     def close(self) -> None:
         with self._lock:
@@ -90,15 +90,6 @@ class Store:
 
     def delete_session(self, session_id: str) -> bool:
         return self._sessions.delete(session_id)
-
-    def queries(self) -> list[Query]:
-        return self._queries.all()
-
-    def put_query(self, query: Query) -> None:
-        self._queries.put(query)
-
-    def delete_query(self, query_id: str) -> bool:
-        return self._queries.delete(query_id)
 
     def save_plan(self, revision: int, plan: Plan, applied_at: float) -> None:
         with self._lock:

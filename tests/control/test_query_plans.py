@@ -75,7 +75,7 @@ def test_the_plan_carries_queries_and_a_restart_keeps_them(tmp_path: Path) -> No
             assert sum(budgets.values()) <= 200.0 + 1e-9
             slos = {a.session: a.slo_ms for g in plan.gpus for a in g.allocations}
             assert slos == budgets  # the stage sessions run at their budgets
-            [stored] = cp.store.queries()
+            [stored] = cp.store.queries.all()
             assert stored == Query.model_validate(QUERY)
             # The plan as routers fetch it, and as an old reader of plan.json reads it.
             body = plan.model_dump(mode="json")
@@ -88,7 +88,7 @@ def test_the_plan_carries_queries_and_a_restart_keeps_them(tmp_path: Path) -> No
         again.seed(Workload())
         await again.start()
         try:
-            assert again.store.queries() == [Query.model_validate(QUERY)]
+            assert again.store.queries.all() == [Query.model_validate(QUERY)]
             assert again.current is not None and _budgets(again.current.plan) == budgets
             await again.replan(Replan("sessions changed", "sessions changed"))
             assert again.query_plans and _budgets(again.current.plan) == budgets
