@@ -39,6 +39,19 @@ from dataclasses import dataclass
 
 from model_repo_tools.profiles import LatencyCurve
 
+
+@dataclass(slots=True, frozen=True)
+class Correction:
+    """What the router applies on top of one (GPU, model)'s profile right now."""
+
+    scale: float
+    overhead_ms: float
+    sigma_ms: float
+    weight: float  # e^(-age/decay): 0 is the profile as is, 1 the fit as is
+
+
+_NONE = Correction(1.0, 0.0, 0.0, 0.0)  # the profile as it is
+
 # Bounds on the fitted scale: a wild fit (a GC pause among a handful of points at
 # nearly one batch size) must not send the estimate anywhere.
 _MIN_SCALE = 0.2
@@ -51,19 +64,6 @@ _RIDGE = 0.02
 _FLOOR = 0.2
 # An observation under this share of the fit's prediction restarts the fit.
 _GOOD_NEWS = 0.5
-
-
-@dataclass(slots=True, frozen=True)
-class Correction:
-    """What the router applies on top of one (GPU, model)'s profile right now."""
-
-    scale: float
-    overhead_ms: float
-    sigma_ms: float
-    weight: float  # e^(-age/decay): 0 is the profile as is, 1 the fit as is
-
-
-_NONE = Correction(1.0, 0.0, 0.0, 0.0)
 
 
 class _Fit:
