@@ -14,7 +14,6 @@ answers within the SLO, 503s, latency percentiles, and Triton's execution counts
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,21 +47,12 @@ class Run:
 def _body(path: Path) -> Body:
     import numpy as np
 
+    from bench.router_setup import binary_request
+
     x = np.random.default_rng(0).standard_normal((1, *SHAPE), dtype=np.float32)
-    header = {
-        "inputs": [
-            {
-                "name": "input",
-                "datatype": "FP32",
-                "shape": list(x.shape),
-                "parameters": {"binary_data_size": x.nbytes},
-            }
-        ],
-        "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
-    }
-    head = json.dumps(header).encode()
-    path.write_bytes(head + x.tobytes())
-    return Body(path, len(head))
+    body, json_size = binary_request(x)
+    path.write_bytes(body)
+    return Body(path, json_size)
 
 
 def _plan(fleet: Fleet, models: tuple[str, str], batch: int, slo: float) -> Plan:

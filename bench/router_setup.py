@@ -80,20 +80,27 @@ def build_repo(onnx: dict[str, Path], repo: Path) -> Path:
     return repo
 
 
-def write_body(model: str, path: Path) -> Body:
-    """One sample as tritonclient.http sends it: binary input, binary output requested."""
+def binary_request(x: np.ndarray, binary_output: bool = True) -> tuple[bytes, int]:
+    """A KServe v2 request body for `x` as the FP32 input `input`, as tritonclient.http sends
+    it (binary tensor data): the body and the length of its JSON header."""
     import tritonclient.http as httpclient
 
+    inp = httpclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    outs = [httpclient.InferRequestedOutput("output", binary_data=True)] if binary_output else []
+    body, json_size = httpclient.InferenceServerClient.generate_request_body([inp], outs)
+    return body, int(json_size or 0)
+
+
+def write_body(model: str, path: Path) -> Body:
+    """One sample as tritonclient.http sends it: binary input, binary output requested."""
     from exporters.examples import INPUT_SHAPES
 
     x = np.random.default_rng(0).standard_normal((1, *INPUT_SHAPES[model]), dtype=np.float32)
-    inp = httpclient.InferInput("input", list(x.shape), "FP32")
-    inp.set_data_from_numpy(x, binary_data=True)
-    out = httpclient.InferRequestedOutput("output", binary_data=True)
-    body, json_size = httpclient.InferenceServerClient.generate_request_body([inp], [out])
+    body, json_size = binary_request(x)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(body)
-    return Body(path, int(json_size or 0))
+    return Body(path, json_size)
 
 
 def measure_latency(

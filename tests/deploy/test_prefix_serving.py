@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.router_setup import binary_request
 from model_repo_tools.fleet import Fleet
 from tests.deploy.test_cli import one_line_error, tnx
 
@@ -126,25 +127,15 @@ async def _load(url: str, n: int, concurrency: int = 32, samples: int = 8) -> li
     """`n` requests of `samples` samples each, alternating the two heads, `concurrency` in
     flight, binary tensors: the server, not the router's JSON parsing, is what queues."""
     x = np.random.default_rng(5).standard_normal((samples, 3, 32, 32), dtype=np.float32)
-    header = {
-        "inputs": [
-            {
-                "name": "input",
-                "datatype": "FP32",
-                "shape": list(x.shape),
-                "parameters": {"binary_data_size": x.nbytes},
-            }
-        ]
-    }
-    head = json.dumps(header).encode()
-    headers = {"Inference-Header-Content-Length": str(len(head))}
+    body, json_size = binary_request(x, binary_output=False)
+    headers = {"Inference-Header-Content-Length": str(json_size)}
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=30) as client:
 
         async def one(i: int) -> int:
             async with sem:
                 url_i = f"{url}/v2/models/{HEADS[i % 2]}/infer"
-                r = await client.post(url_i, content=head + x.tobytes(), headers=headers)
+                r = await client.post(url_i, content=body, headers=headers)
                 return r.status_code
 
         return await asyncio.gather(*(one(i) for i in range(n)))
