@@ -21,7 +21,7 @@ from control.problem import Demand, GpuClass, TableCache, resolve
 from control.query_analysis import query_sessions, split_slo
 from control.tables import EPS
 from control.tnx_policy import plan_tnx, plan_tnx_leftovers
-from control.types import Allocation, GpuPlan, Plan, Session, Stage, Unplaced, Workload
+from control.types import Plan, Session, Stage, Unplaced, Workload
 from control.validate import lower_bound
 from model_repo_tools.profiles import LatencyCurve
 from tnx.errors import PlanningError
@@ -230,19 +230,26 @@ def emit(nodes: list[Node], unplaced: list[Unplaced], reserved: set[str] | None 
             n.gpu = _next_id(n.gclass, taken, counters, pools, reserved)
             taken.add(n.gpu)
         allocs = [
-            Allocation(
-                session=p.demand.id,
-                model=p.demand.model,
-                batch=p.batch,
-                rate=p.rate,
-                slo_ms=p.demand.slo,
-            )
+            {
+                "session": p.demand.id,
+                "model": p.demand.model,
+                "batch": p.batch,
+                "rate": p.rate,
+                "slo_ms": p.demand.slo,
+            }
             for p in n.pieces.values()
         ]
         gpus.append(
-            GpuPlan(gpu=n.gpu, gpu_type=n.gclass.gpu_type, duty_cycle_ms=n.duty, allocations=allocs)
+            {
+                "gpu": n.gpu,
+                "gpu_type": n.gclass.gpu_type,
+                "duty_cycle_ms": n.duty,
+                "allocations": allocs,
+            }
         )
-    return Plan(gpus=gpus, unplaced=_merge_unplaced(unplaced))
+    # One validation of the whole plan: building 10,000 Allocations one by one took a
+    # tenth of a 10,000-session plan's time.
+    return Plan.model_validate({"gpus": gpus, "unplaced": _merge_unplaced(unplaced)})
 
 
 def _next_id(
