@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from control.batch_oblivious import plan_oblivious
 from control.incremental import Moves, diff, replan
@@ -18,10 +19,10 @@ from control.migrate import HeldBack
 from control.nexus_paper import plan_nexus
 from control.nodes import Node
 from control.problem import Demand, GpuClass, TableCache, resolve
-from control.query_analysis import query_sessions, split_slo
+from control.query_analysis import need_on, query_sessions, split_slo
 from control.tables import EPS
 from control.tnx_policy import plan_tnx, plan_tnx_leftovers
-from control.types import Plan, Session, Stage, Unplaced, Workload
+from control.types import Plan, Session, Unplaced, Workload
 from control.validate import lower_bound
 from model_repo_tools.profiles import LatencyCurve
 from tnx.errors import PlanningError
@@ -130,17 +131,7 @@ def workload_sessions(
     workload: Workload, curves: Mapping[tuple[str, str], LatencyCurve], classes: list[GpuClass]
 ) -> list[Session]:
     """The workload's sessions plus its queries' stages, SLOs split by query analysis."""
-    tables = TableCache(curves)
-    types = sorted({c.gpu_type for c in classes})
-
-    def need(stage: Stage, rate: float, budget: float) -> float:
-        best = math.inf
-        for ty in types:
-            t = tables.get(stage.model, ty)
-            if t is not None:
-                best = min(best, t.need(rate, budget))
-        return best
-
+    need = need_on(curves, (c.gpu_type for c in classes))
     out = list(workload.sessions)
     for q in workload.queries:
         budgets, _ = split_slo(q, need)
@@ -156,12 +147,11 @@ def schedule_workload(
     workload: Workload,
     curves: Mapping[tuple[str, str], LatencyCurve],
     classes: list[GpuClass],
-    policy: str = "tnx",
-    previous: Plan | None = None,
-    max_moves: int | None = None,
+    *args: Any,
+    **kwargs: Any,
 ) -> Schedule:
-    sessions = workload_sessions(workload, curves, classes)
-    return schedule(sessions, curves, classes, policy, previous, max_moves)
+    """`schedule` (its further arguments) for the workload's sessions and query stages."""
+    return schedule(workload_sessions(workload, curves, classes), curves, classes, *args, **kwargs)
 
 
 def fit_fleet(
