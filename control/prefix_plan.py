@@ -36,11 +36,6 @@ from model_repo_tools.prefix_names import parts
 from model_repo_tools.profiles import LatencyCurve
 
 Policy = Callable[[list[Demand]], list[Node]]
-# A chunk of a group holds at most the prefix's largest batch over MEMBER_SHARE members
-# (every member adds a sample to each prefix batch) and CAPACITY of its best throughput
-# (the rest is the suffixes'): `tnx bench plan`'s sharing table (BENCHMARKS.md).
-MEMBER_SHARE = 4
-CAPACITY = 0.7
 
 
 @dataclass(slots=True, frozen=True)
@@ -51,6 +46,13 @@ class Share:
     suffix: str
     prefix_table: BatchTable
     suffix_table: BatchTable
+
+
+# A chunk of a group holds at most the prefix's largest batch over MEMBER_SHARE members
+# (every member adds a sample to each prefix batch) and CAPACITY of its best throughput
+# (the rest is the suffixes'): `tnx bench plan`'s sharing table (BENCHMARKS.md).
+MEMBER_SHARE = 4
+CAPACITY = 0.7
 
 
 def split_models(curves: Mapping[tuple[str, str], LatencyCurve]) -> dict[str, tuple[str, str]]:
