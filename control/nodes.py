@@ -189,6 +189,10 @@ class Node:
     def shrunk(self, d: Demand, rate: float, duty: float) -> tuple[float, float] | None:
         """(Σ l, Σ memory) with `rate` of `d` added and the cycle shortened to `duty`, as the
         paper's merge does; None if that breaks a rule."""
+        got = self._shrunk(d, rate, duty)
+        return None if got is None else (got[1], got[2])
+
+    def _shrunk(self, d: Demand, rate: float, duty: float) -> tuple[list[int], float, float] | None:
         # Batches are least_batches' to choose: the new pieces' 1 is a placeholder.
         old = self.pieces.get(d.id)
         if old is None:
@@ -197,20 +201,21 @@ class Node:
             pieces = [
                 Piece(p.demand, p.rate + rate, 1) if p is old else p for p in self.pieces.values()
             ]
-        got = least_batches(pieces, duty, self.gclass.memory)
-        return None if got is None else (got[1], got[2])
+        return least_batches(pieces, duty, self.gclass.memory)
 
     def add_shrunk(self, d: Demand, rate: float, duty: float) -> bool:
-        if self.shrunk(d, rate, duty) is None:
+        got = self._shrunk(d, rate, duty)
+        if got is None:
             return False
         old = self.pieces.get(d.id)
         if old is None:
             self.pieces[d.id] = Piece(d, rate, 1)
         else:
             old.rate += rate
-        self.set_duty(
-            duty, [(p, p.demand.table.batch_for(p.rate, duty)) for p in self.pieces.values()]
-        )
+        # The batches least_batches chose, in the pieces' order (the new one last).
+        for p, b in zip(self.pieces.values(), got[0], strict=True):
+            p.batch = b
+        self.duty, self.load, self.mem = duty, got[1], got[2]
         return True
 
     def remove(self, sid: str) -> Piece:

@@ -23,7 +23,7 @@ class SlackIndex:
     for room, do without (their nodes change at every load)."""
 
     def __init__(self, nodes: Iterable[Node] = (), hosts: bool = True) -> None:
-        self._keys: dict[GpuClass, list[tuple[float, int]]] = {}
+        self._keys: dict[int, list[tuple[float, int]]] = {}  # by id(gclass)
         self._by_seq: dict[int, Node] = {}
         self._seq: dict[int, int] = {}  # id(node) → its sequence number (insertion order)
         self._key: dict[int, tuple[float, int]] = {}
@@ -47,7 +47,7 @@ class SlackIndex:
 
     def _insert(self, n: Node, seq: int) -> None:
         key = (n.slack, seq)
-        bisect.insort(self._keys.setdefault(n.gclass, []), key)
+        bisect.insort(self._keys.setdefault(id(n.gclass), []), key)
         self._key[id(n)] = key
         if not self._track:
             return
@@ -59,7 +59,7 @@ class SlackIndex:
 
     def _drop(self, n: Node) -> int:
         seq = self._seq[id(n)]
-        keys = self._keys[n.gclass]
+        keys = self._keys[id(n.gclass)]
         del keys[bisect.bisect_left(keys, self._key.pop(id(n)))]
         if self._track:
             self._floor.pop(id(n))
@@ -74,12 +74,26 @@ class SlackIndex:
 
     def update(self, n: Node) -> None:
         """Re-index `n` after its load or its sessions changed."""
-        if id(n) in self._key:
-            self._insert(n, self._drop(n))
+        key = self._key.get(id(n))
+        if key is None:
+            return
+        if (
+            self._track
+            and len(n.pieces) == len(self._held[id(n)])
+            and all(sid in n.pieces for sid in self._held[id(n)])
+        ):
+            # The same sessions (the common case: more rate for one): only its slack moved.
+            keys = self._keys[id(n.gclass)]
+            del keys[bisect.bisect_left(keys, key)]
+            key = (n.slack, key[1])
+            bisect.insort(keys, key)
+            self._key[id(n)] = key
+            return
+        self._insert(n, self._drop(n))
 
     def roomy(self, gclass: GpuClass, slack: float) -> list[Node]:
         """Nodes of `gclass` with at least `slack` ms free per cycle, in index order."""
-        keys = self._keys.get(gclass, [])
+        keys = self._keys.get(id(gclass), [])
         start = bisect.bisect_left(keys, (slack, -1))
         return [self._by_seq[seq] for _, seq in keys[start:]]
 
@@ -90,11 +104,11 @@ class SlackIndex:
         `gclass`, where those with at least `slack` start, and the nodes by sequence
         number (which counts `add` calls: it orders nodes by when they were indexed).
         Valid until the index next changes."""
-        keys = self._keys.get(gclass, [])
+        keys = self._keys.get(id(gclass), [])
         return keys, bisect.bisect_left(keys, (slack, -1)), self._by_seq
 
     def nodes(self, gclass: GpuClass) -> list[Node]:
-        return [self._by_seq[seq] for _, seq in self._keys.get(gclass, [])]
+        return [self._by_seq[seq] for _, seq in self._keys.get(id(gclass), [])]
 
     def floor_sum(self, n: Node) -> float:
         """Σ over `n`'s pieces of their table's cheapest batch (needs `hosts`)."""
@@ -102,7 +116,7 @@ class SlackIndex:
 
     def roomiest(self, gclass: GpuClass, k: int) -> list[Node]:
         """The `k` nodes of `gclass` with the most slack, the roomiest last."""
-        return [self._by_seq[seq] for _, seq in self._keys.get(gclass, [])[-k:]]
+        return [self._by_seq[seq] for _, seq in self._keys.get(id(gclass), [])[-k:]]
 
     def hosts(self, sid: str) -> list[Node]:
         return list(self._hosts.get(sid, {}).values())

@@ -124,26 +124,26 @@ def lower_bound(
     (model, gpu type → BatchTable of `curves`) shares tables already built.
     """
     types = sorted({t for _, t in curves} if gpu_types is None else set(gpu_types))
-    cache: dict[tuple[str, str], BatchTable] = {}
-    total = 0.0
     sessions = list(sessions)
-    for key in {(s.model, ty) for s in sessions for ty in types} & curves.keys():
-        shared = tables(*key) if tables is not None else None
-        if shared is not None:
-            cache[key] = shared
-            continue
-        cache[key] = BatchTable.from_curve(curves[key])
-        group = [s for s in sessions if s.model == key[0]]
-        cache[key].prefetch("need", [s.rate for s in group], [s.slo_ms for s in group])
-    for s in sessions:
-        tabs = []
+    # Each session's least need over the types, every session of a model at once
+    # (BatchTable.need_many), then summed in the sessions' order.
+    needs = [math.inf] * len(sessions)
+    by_model: dict[str, list[int]] = {}
+    for i, s in enumerate(sessions):
+        by_model.setdefault(s.model, []).append(i)
+    for model, idx in by_model.items():
+        rates = [sessions[i].rate for i in idx]
+        slos = [sessions[i].slo_ms for i in idx]
         for ty in types:
-            key = (s.model, ty)
-            if key in curves:
-                if key not in cache:
-                    cache[key] = BatchTable.from_curve(curves[key])
-                tabs.append(cache[key])
-        need = session_need(s, tabs)
+            if (model, ty) not in curves:
+                continue
+            t = tables(model, ty) if tables is not None else None
+            if t is None:
+                t = BatchTable.from_curve(curves[(model, ty)])
+            for i, v in zip(idx, t.need_many(rates, slos), strict=True):
+                needs[i] = min(needs[i], v)
+    total = 0.0
+    for need in needs:
         if math.isfinite(need):
             total += need
     return math.ceil(total - EPS)
