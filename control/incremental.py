@@ -161,7 +161,7 @@ def replan(
             # splitting across GPUs' last bits of room costs a load per part.
             rate = place_rate(d, rate, nodes, {}, index, shrink=False, split=False, scan=SCAN)
         if rate > EPS:
-            rest.append(Demand(d.id, d.model, d.slo, rate, d.table, d.gclass))
+            rest.append(Demand(d.id, d.model, d.slo, rate, d.table, d.gclass, share=d.share))
     fresh = policy(rest)
     for n in fresh:
         index.add(n)
