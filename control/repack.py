@@ -13,6 +13,7 @@ A window that saves GPUs but would pass the budget is held back, for a later epo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -85,7 +86,7 @@ def _demands(window: list[Node]) -> list[Demand]:
             key = (p.demand.id, id(n.gclass))
             d, r = rates.get(key, (p.demand, 0.0))
             rates[key] = (d, r + p.rate)
-    return [Demand(d.id, d.model, d.slo, r, d.table, d.gclass, d.alts) for d, r in rates.values()]
+    return [dataclasses.replace(d, rate=r) for d, r in rates.values()]
 
 
 def _name(new: list[Node], old: list[Node]) -> None:
