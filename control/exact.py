@@ -3,8 +3,8 @@
 The heuristic policies are judged against DESIGN.md's lower bound, which ignores
 integrality and shared duty cycles. For a few dozen sessions the problem itself can
 be solved: each GPU slot picks one duty cycle out of a discrete set, each session a
-batch per slot, and rates split freely across slots (Nexus §6.1's problem, with the
-cycle discretised as in the "squishy bin packing" integer program of its appendix).
+batch per slot, and rates split freely across slots (Nexus §6.1's squishy bin packing,
+written as a mixed-integer program with the duty cycle discretised).
 
 Two programs share one builder:
 - `restricted`: cycles exactly at the given points. Every solution is a valid plan,
@@ -132,7 +132,7 @@ class _Program:
             highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
             for i in self.integer
         ]
-        h = highspy.Highs()
+        h = _highs(highspy)
         h.setOptionValue("output_flag", False)
         h.setOptionValue("time_limit", float(time_limit))
         h.setOptionValue("threads", 1)
@@ -143,6 +143,23 @@ class _Program:
         has = info.primal_solution_status == 2  # kSolutionStatusFeasible
         x = list(h.getSolution().col_value) if has else None
         return status == highspy.HighsModelStatus.kOptimal, x, info.mip_dual_bound
+
+
+def _highs(highspy):  # noqa: ANN001, ANN202
+    """A HiGHS instance, its start-up banner (printed by the C++ library to the process's
+    stdout, whatever output_flag says) kept off stdout."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            return highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _solve(
