@@ -11,6 +11,7 @@ import bisect
 import itertools
 import math
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 
@@ -117,22 +118,24 @@ class BatchTable:
     ) -> None:
         """Compute `kind` ("sat", "peak", "need", "alone", "duty") for many sessions at
         once into the memo (rates are ignored by "sat" and "peak")."""
+        memo = self.memo
         for lo in range(0, len(slos), _ROWS):
             r, s = rates[lo : lo + _ROWS], slos[lo : lo + _ROWS]
+            # Keys as the one-session forms build them (_one), stored in one update (the
+            # repeats end with the shortest list: strict=False).
             if kind in ("sat", "peak"):
                 fn = self.saturated_many if kind == "sat" else self.peak_many
-                for slo, v in zip(s, fn(s, mem_cap), strict=True):
-                    self.memo[(kind, slo, mem_cap)] = v
+                keys = zip(repeat(kind), s, repeat(mem_cap), strict=False)
+                memo.update(zip(keys, fn(s, mem_cap), strict=True))
             elif kind == "need":
-                for rate, slo, v in zip(r, s, self.need_many(r, s), strict=True):
-                    self.memo[("need", rate, slo)] = v
+                keys = zip(repeat("need"), r, s, strict=False)
+                memo.update(zip(keys, self.need_many(r, s), strict=True))
             elif kind == "alone":
-                out = self.alone_many(r, s, mem_cap, mem_weight)
-                for rate, slo, v in zip(r, s, out, strict=True):
-                    self.memo[("alone", rate, slo, mem_cap, mem_weight)] = v
+                keys = zip(repeat("alone"), r, s, repeat(mem_cap), repeat(mem_weight), strict=False)
+                memo.update(zip(keys, self.alone_many(r, s, mem_cap, mem_weight), strict=True))
             else:
-                for rate, slo, v in zip(r, s, self.max_duty_many(r, s, mem_cap), strict=True):
-                    self.memo[("duty", rate, slo, mem_cap)] = v
+                keys = zip(repeat("duty"), r, s, repeat(mem_cap), strict=False)
+                memo.update(zip(keys, self.max_duty_many(r, s, mem_cap), strict=True))
 
     def saturated_many(self, slos: list[float], mem_cap: float) -> list[int | None]:
         a = self.arrays
