@@ -140,7 +140,11 @@ def lower_bound(
             t = tables(model, ty) if tables is not None else None
             if t is None:
                 t = BatchTable.from_curve(curves[(model, ty)])
-            for i, v in zip(idx, t.need_many(rates, slos), strict=True):
+            # A shared table may hold them already (control.problem.resolve computes them).
+            got = [t.memo.get(("need", r, s)) for r, s in zip(rates, slos, strict=True)]
+            if None in got:
+                got = t.need_many(rates, slos)
+            for i, v in zip(idx, got, strict=True):
                 needs[i] = min(needs[i], v)
     total = 0.0
     for need in needs:
