@@ -3,14 +3,16 @@
 Nexus re-plans every epoch from the previous allocation rather than from scratch,
 because loading a model on a GPU takes seconds. Given the previous plan and new
 rates: every GPU keeps its id, its cycle and its sessions, each with its share of
-the session's new rate (rates that grew are first absorbed where the session
-already runs); what no longer fits is spread into other GPUs' slack (found through
-a SlackIndex), and only the remainder goes to new GPUs, by the policy. The moves
-so far are required: they serve the new rates. Then the emptiest GPUs are dissolved
-where that frees one, within a move budget (control.migrate); what the budget held
-back is reported. It never falls back to a fresh plan, which would move nearly every
-allocation. The moves are the (GPU, session) pairs loaded and unloaded relative to
-the previous plan.
+the session's new rate; what a session gained is absorbed where it already runs
+(control.growth: whole first, shortening a cycle or evicting one session where that
+saves moves); what no GPU that runs it takes goes whole into another GPU's room
+(found through a SlackIndex), and only the remainder to new GPUs, by the policy. The
+moves so far are required: they serve the new rates. Then, within a move budget,
+the least full GPUs are dissolved where that frees one (control.migrate) and, where
+rates changed and enough budget is left, planned afresh a window at a time
+(control.repack); what the budget held back is reported. It never falls back to a
+fresh plan, which would move nearly every allocation. The moves are the (GPU,
+session) pairs loaded and unloaded relative to the previous plan.
 """
 
 from __future__ import annotations
