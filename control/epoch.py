@@ -181,11 +181,7 @@ def planning_rates(sessions: Iterable[Session], observed: Mapping[str, float]) -
 
 def allocated_rates(plan: Plan | None) -> dict[str, float]:
     """Each session's rate summed over the GPUs `plan` gives it."""
-    out: dict[str, float] = {}
-    for g in plan.gpus if plan is not None else ():
-        for a in g.allocations:
-            out[a.session] = out.get(a.session, 0.0) + a.rate
-    return out
+    return plan.rates() if plan is not None else {}
 
 
 def nothing_up(sessions: Iterable[Session], down: Sequence[str]) -> Plan:

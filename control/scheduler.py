@@ -80,7 +80,7 @@ def schedule(
     if previous is not None:
         # The GPUs a fresh plan would use, estimated without making one (that would cost a
         # plan's time): the previous plan's GPUs per bound, at the new rates' bound.
-        was = _bound_at(sessions, allocated(previous), tables, types)
+        was = _bound_at(sessions, previous.rates(), tables, types)
         if was > 0 and previous.gpus:
             target = math.ceil(bound * len(previous.gpus) / was - 1e-9)
         re = replan(previous, prob, tables, LEFTOVERS.get(policy, fn), max_moves, target)
@@ -116,15 +116,6 @@ def _bound_at(
             need = min(per_type)
             total += need if math.isfinite(need) else 0.0
     return math.ceil(total - EPS)
-
-
-def allocated(plan: Plan) -> dict[str, float]:
-    """Each session's rate summed over the plan's GPUs."""
-    out: dict[str, float] = {}
-    for g in plan.gpus:
-        for a in g.allocations:
-            out[a.session] = out.get(a.session, 0.0) + a.rate
-    return out
 
 
 def workload_sessions(

@@ -132,3 +132,11 @@ class Plan(ContractFile):
         if not data.get("queries"):
             data.pop("queries", None)
         return data
+
+    def rates(self) -> dict[str, float]:
+        """Each session's rate summed over the plan's GPUs."""
+        out: dict[str, float] = {}
+        for g in self.gpus:
+            for a in g.allocations:
+                out[a.session] = out.get(a.session, 0.0) + a.rate
+        return out
