@@ -343,6 +343,26 @@ def decode_response(body: bytes, header_length: int | None) -> dict[str, np.ndar
     return outputs
 
 
+def encode_request(inputs: Mapping[str, np.ndarray]) -> tuple[bytes, list[bytes]]:
+    """A KServe v2 infer request with every input as binary data and every output asked for
+    as binary: its JSON header and the inputs' raw bytes, to send one after the other."""
+    tensors, raws = [], []
+    for name, array in inputs.items():
+        datatype = triton_datatype(array.dtype)
+        raw = to_binary(array, datatype)
+        tensors.append(
+            {
+                "name": name,
+                "shape": list(array.shape),
+                "datatype": datatype,
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
+        raws.append(raw)
+    head = {"inputs": tensors, "parameters": {"binary_data_output": True}}
+    return json.dumps(head, separators=(",", ":")).encode(), raws
+
+
 def encode_response(
     model_name: str,
     model_version: str,

@@ -30,7 +30,6 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from router import kserve
-from router.datatypes import triton_datatype
 from router.http_errors import HttpError, dropped, error_body, too_large
 from router.infer_route import InferHeaders
 from router.model_schema import validate_inputs
@@ -166,11 +165,12 @@ class _Execution:
         assert router is not None
         now = router.now()
         r = PolicyRequest(f"forwarded-{id(inputs)}", session, now, deadline)
-        body, head = _binary_request(inputs)
+        head, raws = kserve.encode_request(inputs)
+        body = b"".join([head, *raws])
         headers = InferHeaders(
             f"/v2/models/{model}/infer",
             content_type=b"application/octet-stream",
-            header_length=str(head).encode(),
+            header_length=str(len(head)).encode(),
             slo_ms=repr(slo_ms).encode(),
         )
         reply = await self.service.forwarder.forward(
@@ -242,25 +242,6 @@ def _output_specs(info: ModelInfo) -> list[Any]:
     from router.model_schema import specs_from_metadata
 
     return specs_from_metadata(info.metadata, info.max_batch_size)[1]
-
-
-def _binary_request(inputs: Mapping[str, np.ndarray]) -> tuple[bytes, int]:
-    """A KServe v2 binary request body for `inputs`, and its JSON header's length."""
-    tensors, chunks = [], []
-    for name, array in inputs.items():
-        datatype = triton_datatype(array.dtype)
-        raw = kserve.to_binary(array, datatype)
-        tensors.append(
-            {
-                "name": name,
-                "datatype": datatype,
-                "shape": list(array.shape),
-                "parameters": {"binary_data_size": len(raw)},
-            }
-        )
-        chunks.append(raw)
-    head = json.dumps({"inputs": tensors, "parameters": {"binary_data_output": True}}).encode()
-    return head + b"".join(chunks), len(head)
 
 
 def failure_response(query: str, fail: Fail) -> Response:

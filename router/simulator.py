@@ -302,7 +302,10 @@ class Simulator:
             if isinstance(a, Dispatch):
                 self._result.dispatches.append((now, a))
                 self._started[a.batch_id] = now
-                end = now + sum(self._latency(a.gpu, m, n) for m, n in stages(a))
+                if a.suffixes:  # a prefix batch: the prefix, then each suffix
+                    end = now + sum(self._latency(a.gpu, m, n) for m, n in stages(a))
+                else:
+                    end = now + self._latency(a.gpu, a.model, a.n_samples)
                 self._running[a.gpu] = (a, self._push(end, _DONE, a))
             elif isinstance(a, Drop):
                 self._result.drops.append((now, a))

@@ -26,7 +26,6 @@ from urllib.parse import quote
 import numpy as np
 
 from router import kserve
-from router.datatypes import triton_datatype
 from router.triton_errors import triton_error
 from tnx.errors import ServerError
 
@@ -148,23 +147,7 @@ class HttpInferClient:
 
 
 def _encode(model: str, host: str, inputs: dict[str, np.ndarray]) -> bytes:
-    tensors = []
-    raws = []
-    for name, array in inputs.items():
-        datatype = triton_datatype(array.dtype)
-        raw = kserve.to_binary(array, datatype)
-        tensors.append(
-            {
-                "name": name,
-                "shape": list(array.shape),
-                "datatype": datatype,
-                "parameters": {"binary_data_size": len(raw)},
-            }
-        )
-        raws.append(raw)
-    head = json.dumps(
-        {"inputs": tensors, "parameters": {"binary_data_output": True}}, separators=(",", ":")
-    ).encode()
+    head, raws = kserve.encode_request(inputs)
     length = len(head) + sum(len(r) for r in raws)
     start = (
         f"POST /v2/models/{quote(model, safe='')}/infer HTTP/1.1\r\nHost: {host}\r\n"
