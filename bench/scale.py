@@ -92,6 +92,44 @@ def run_scale(
         yield row + f" {'yes' if ok else 'NO'} |"
 
 
+def run_ratios(
+    ps: ProfileSet, small: int, large: int, seed: int, memory: float, rounds: int
+) -> Iterator[str]:
+    """Issue 15's two ratios, each round in turn in one process (the machine's load moves
+    absolute times by tens of per cent between runs, less within a round): a fresh plan
+    of `large` sessions against one of `small`, and the ±30% re-plan of `large` against
+    planning its new rates afresh."""
+    curves = ps.curves()
+    gpu_type = ps.gpu_types()[0]
+    models = sorted({p.model for p in ps.profiles if p.gpu_type == gpu_type})
+    classes = pool(gpu_type, memory)
+    few, many = zipf_sessions(models, small, seed), zipf_sessions(models, large, seed)
+    previous = schedule(many, curves, classes).plan
+    moved = rescale(many, seed + 1, CHANGES[-1])
+    pct = f"±{CHANGES[-1]:.0%}"
+    yield (
+        f"| round | {small} (s) | {large} (s) | {large} / {small} "
+        f"| {pct} re-plan of {large} (s) | the new rates afresh (s) | re-plan / fresh |"
+    )
+    yield "|---|---|---|---|---|---|---|"
+    ratios: list[tuple[float, float]] = []
+    for r in range(1, rounds + 1):
+        _, t_small = _timed(lambda: schedule(few, curves, classes), 1)
+        _, t_large = _timed(lambda: schedule(many, curves, classes), 1)
+        _, t_re = _timed(lambda: schedule(moved, curves, classes, previous=previous), 1)
+        _, t_scratch = _timed(lambda: schedule(moved, curves, classes), 1)
+        ratios.append((t_large / t_small, t_re / t_scratch))
+        yield (
+            f"| {r} | {t_small:.2f} | {t_large:.2f} | {t_large / t_small:.1f}x "
+            f"| {t_re:.2f} | {t_scratch:.2f} | {t_re / t_scratch:.2f} |"
+        )
+    grow, re = zip(*ratios, strict=True)
+    yield (
+        f"| median | | | {statistics.median(grow):.1f}x (max {max(grow):.1f}x) | | "
+        f"| {statistics.median(re):.2f} (max {max(re):.2f}) |"
+    )
+
+
 def bench_scale(
     profiles: Path | None = typer.Option(
         None, "--profiles", help="profiles.json (default: held-out rescaled H200 profiles)."
@@ -108,6 +146,12 @@ def bench_scale(
     no_scratch: bool = typer.Option(
         False, "--no-scratch", help="Skip planning the changed rates from scratch."
     ),
+    ratios: int = typer.Option(
+        0,
+        "--ratios",
+        help="Instead of the table: this many rounds of issue 15's ratios, the largest of "
+        "--sizes against the smallest (fresh plans) and its ±30% re-plan against its fresh plan.",
+    ),
 ) -> None:
     """Planning time, GPUs and re-plan moves at fleet scale (issue 15)."""
     try:
@@ -117,5 +161,9 @@ def bench_scale(
     if not counts or min(counts) <= 0 or repeats <= 0:
         raise UserInputError("--sizes and --repeats: need positive numbers")
     ps = ProfileSet.load(profiles) if profiles is not None else rescaled_h200(101, ("ga",))
+    if ratios > 0:
+        for line in run_ratios(ps, min(counts), max(counts), seed, float(gpu_memory), ratios):
+            typer.echo(line)
+        return
     for line in run_scale(ps, counts, seed, float(gpu_memory), repeats, max_moves, not no_scratch):
         typer.echo(line)

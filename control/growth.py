@@ -35,12 +35,17 @@ def absorb(nodes: list[Node], left: dict[str, float], index: SlackIndex) -> None
         hosts = index.hosts(sid) if rate > EPS else []
         if len(hosts) == 1:
             single.setdefault(id(hosts[0]), (hosts[0], []))[1].append(sid)
+    hard = []
+    for node, sids in single.values():
+        if _all_fit(node, sids, left):
+            index.update(node)
+        else:
+            hard.append((node, sids))
     # The longest cycles the grown sessions allow, for all at once (_grow's fallback).
     prefetch(
-        "duty",
-        ((n.pieces[s].demand, n.pieces[s].rate + left[s]) for n, ss in single.values() for s in ss),
+        "duty", ((n.pieces[s].demand, n.pieces[s].rate + left[s]) for n, ss in hard for s in ss)
     )
-    for node, sids in single.values():
+    for node, sids in hard:
         _absorb_on(node, sids, left)
         index.update(node)
     for sid, rate in left.items():
@@ -76,22 +81,27 @@ def _grow(node: Node, sid: str, rate: float) -> bool:
     return 0 < longest < node.duty and node.add_shrunk(d, rate, longest)
 
 
-def _absorb_on(node: Node, sids: list[str], left: dict[str, float]) -> None:
-    # Where every session's growth fits the room there is, add it all (no undo needed).
+def _all_fit(node: Node, sids: list[str], left: dict[str, float]) -> bool:
+    """Add every session's growth where it all fits the room there is (no undo needed)."""
     room, mem_room = node.slack, node.gclass.memory - node.mem
+    costs = []
     for s in sids:
         c = node.cost(node.pieces[s].demand, left[s])
         if c is None:
-            break
+            return False
+        costs.append(c)
         room, mem_room = room - c[1], mem_room - c[2]
-    else:
-        # Each addition then passes Node.add's checks (its costs do not depend on the others).
-        if room >= 0 and mem_room >= 0:
-            for s in sids:
-                node.add(node.pieces[s].demand, left[s])
-            for s in sids:
-                left[s] = 0.0
-            return
+    if room < 0 or mem_room < 0:
+        return False
+    # Each cost holds after the others' additions: it depends on its own piece alone.
+    for s, c in zip(sids, costs, strict=True):
+        node.apply(node.pieces[s].demand, left[s], c)
+        left[s] = 0.0
+    return True
+
+
+def _absorb_on(node: Node, sids: list[str], left: dict[str, float]) -> None:
+    """Growth that does not all fit (`_all_fit`): whole where it can, else by eviction."""
     before = node.copy()
     failed = _whole(node, sids, left)
     if len(failed) >= 2:

@@ -65,13 +65,24 @@ class Moves:
         return len(self.loads) + len(self.unloads)
 
 
+Pairs = dict[tuple[str, str], str]  # (GPU, session) → model
+
+
 def diff(old: Plan | None, new: Plan) -> Moves:
-    def pairs(p: Plan | None) -> dict[tuple[str, str], str]:
+    def pairs(p: Plan | None) -> Pairs:
         if p is None:
             return {}
         return {(g.gpu, a.session): a.model for g in p.gpus for a in g.allocations}
 
-    before, after = pairs(old), pairs(new)
+    return moves_between(pairs(old), pairs(new))
+
+
+def node_pairs(nodes: list[Node]) -> Pairs:
+    """The (GPU, session) pairs of named nodes (those `emit` wrote)."""
+    return {(n.gpu or "", sid): p.demand.model for n in nodes for sid, p in n.pieces.items()}
+
+
+def moves_between(before: Pairs, after: Pairs) -> Moves:
     return Moves(
         loads=[Move(g, s, m) for (g, s), m in after.items() if (g, s) not in before],
         unloads=[Move(g, s, m) for (g, s), m in before.items() if (g, s) not in after],
@@ -95,6 +106,7 @@ class Replanned:
     spent: int  # moves spent, within the budget, to free GPUs
     budget: int
     held_back: HeldBack
+    before: Pairs  # the previous plan's (GPU, session) pairs, read once here
 
 
 def move_budget(previous: Plan, required: int, max_moves: int | None) -> int:
@@ -128,8 +140,10 @@ def replan(
     left = {sid: d.rate for sid, d in want.items()}
     nodes: list[Node] = []
     origin: dict[str, frozenset[str]] = {}
+    pairs: Pairs = {}
     for g in previous.gpus:
         origin[g.gpu] = frozenset(a.session for a in g.allocations)
+        pairs.update(((g.gpu, a.session), a.model) for a in g.allocations)
         c = _class_for(g.gpu, g.gpu_type, prob.classes)
         if c is None:
             continue
@@ -185,4 +199,4 @@ def replan(
         done.nodes, done.spent = more.nodes, done.spent + more.spent
         done.held_back.gpus += more.held_gpus
         done.held_back.moves += more.held_moves
-    return Replanned(done.nodes, required, done.spent, budget, done.held_back)
+    return Replanned(done.nodes, required, done.spent, budget, done.held_back, pairs)

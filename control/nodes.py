@@ -146,6 +146,12 @@ class Node:
         c = self.cost(d, rate)
         if c is None:
             return False
+        self.apply(d, rate, c)
+        return True
+
+    def apply(self, d: Demand, rate: float, c: tuple[int, float, float]) -> None:
+        """Add `rate` of `d` at the cost `self.cost(d, rate)` returned, with `d`'s piece,
+        the cycle, and the room that cost needs unchanged since."""
         b, dl, dm = c
         old = self.pieces.get(d.id)
         if old is None:
@@ -155,7 +161,6 @@ class Node:
             old.batch = b
         self.load += dl
         self.mem += dm
-        return True
 
     def fit_at(self, d: Demand, rate: float, batch: int) -> bool:
         """Add `rate` of `d` at a given batch, where it holds a cycle's arrivals and every

@@ -125,12 +125,18 @@ class Plan(ContractFile):
     # Added for `POST /v1/queries/{query}`; absent when empty, so a plan without queries reads
     # and writes as before, and readers that do not know the field keep ignoring it.
     queries: list[QueryPlan] = Field(default_factory=list)
+    # Added: DESIGN.md's lower bound on GPUs for the sessions planned, as the planner
+    # computed it (absent where unknown). A re-plan from this plan reads it as the old
+    # rates' bound instead of computing it again (control.scheduler).
+    lower_bound: int | None = Field(default=None, ge=0)
 
     @model_serializer(mode="wrap")
-    def _queries_when_any(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _added_when_any(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
         if not data.get("queries"):
             data.pop("queries", None)
+        if data.get("lower_bound") is None:
+            data.pop("lower_bound", None)
         return data
 
     def rates(self) -> dict[str, float]:

@@ -25,55 +25,120 @@ bench_app = typer.Typer(
 )
 
 
-def _mount() -> None:
-    # Sub-apps register here; each import is cheap (heavy libraries load inside commands).
-    from deploy.cli_fleet import fleet_app
+def _export() -> None:
     from exporters.cli import export
-    from exporters.prefix_cli import prefix_app
-    from model_repo_tools.cli import profile, repo_app
 
     app.command("export", help="Export a torch module to ONNX (and TensorRT), verified.")(export)
+
+
+def _repo() -> None:
+    from model_repo_tools.cli import repo_app
+
     app.add_typer(repo_app, name="repo", help="Triton model repositories.")
+
+
+def _prefix() -> None:
+    from exporters.prefix_cli import prefix_app
+
     app.add_typer(prefix_app, name="prefix", help="Shared prefixes of ONNX models (Nexus).")
+
+
+def _fleet() -> None:
+    from deploy.cli_fleet import fleet_app
+
     app.add_typer(fleet_app, name="fleet", help="A local fleet of real tritonserver processes.")
+
+
+def _profile() -> None:
+    from model_repo_tools.cli import profile
+
     app.command("profile", help="Profile models' batch latency and memory on a live server.")(
         profile
     )
-    # --- scheduler (control/cli.py) ---
-    try:
-        from control.cli import plan
-    except ImportError:  # the scheduler's CLI is not there yet
-        pass
-    else:
-        app.command("plan", help="Plan sessions onto GPUs (Nexus squishy bin packing).")(plan)
+
+
+def _plan() -> None:
+    from control.cli import plan
+
+    app.command("plan", help="Plan sessions onto GPUs (Nexus squishy bin packing).")(plan)
+
+
+def _control() -> None:
     from control.serve_cli import control_app
 
     app.add_typer(control_app, name="control", help="The control plane service.")
-    # --- router (router/cli.py) ---
+
+
+def _router() -> None:
+    from router.cli import router_app
+
+    app.add_typer(router_app, name="router", help="The SLO-aware data plane.")
+
+
+def _simulate() -> None:
+    # The benchmark harness imports every package: it is mounted here only, and the
+    # product runs without it.
     try:
-        from router.cli import router_app
-    except ImportError:
-        pass
-    else:
-        app.add_typer(router_app, name="router", help="The SLO-aware data plane.")
-    # --- the benchmark harness (bench/cli.py): it imports every package, so it is mounted
-    # here only, lazily, and the product runs without it ---
-    try:
-        from bench.cli import mount as mount_bench
         from bench.cli import mount_top
     except ImportError:
-        pass
-    else:
-        mount_bench(bench_app)
-        mount_top(app)
+        return
+    mount_top(app)
+
+
+def _demo() -> None:
     from deploy.demo import demo
 
     app.command("demo", help="The main job on the embedded default: export, serve, infer.")(demo)
+
+
+def _bench() -> None:
+    try:
+        from bench.cli import mount
+    except ImportError:
+        return
+    mount(bench_app)
     app.add_typer(bench_app, name="bench")
 
 
+# Each top-level command and what mounts it, in `tnx --help`'s order. A run mounts only
+# the command it names: importing them all (httpx, the fleet, the harness) took about a
+# second before any command ran.
+MOUNTS = {
+    "export": _export,
+    "repo": _repo,
+    "prefix": _prefix,
+    "fleet": _fleet,
+    "profile": _profile,
+    "plan": _plan,
+    "control": _control,
+    "router": _router,
+    "simulate": _simulate,
+    "demo": _demo,
+    "bench": _bench,
+}
+
+
+@app.callback()
+def _tnx() -> None:
+    # A callback keeps `tnx` a group when one command alone is mounted (Typer would
+    # otherwise run that command as the app itself).
+    pass
+
+
+_MOUNTED: set[str] = set()
+
+
+def _mount(argv: list[str] | None = None) -> None:
+    """Mount the command `argv` names, or every command (no argv, help, a typo)."""
+    name = next((a for a in argv or () if not a.startswith("-")), None)
+    for key in [name] if name in MOUNTS else list(MOUNTS):
+        if key not in _MOUNTED:
+            _MOUNTED.add(key)
+            MOUNTS[key]()
+
+
 def main() -> None:
-    _mount()
+    _mount(sys.argv[1:])
     try:
         rc = app(standalone_mode=False)
     except TnxError as err:

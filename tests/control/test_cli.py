@@ -149,3 +149,16 @@ def test_move_budget_flag(files):
     assert r.returncode == 0, r.stderr
     assert "moves: 0 loads, 0 unloads" in r.stdout and "budget of 0" in r.stdout
     one_line_error(tnx(*base, "--max-moves", "3", cwd=files), "--max-moves")
+
+
+def test_bench_scale_prints_its_table_and_the_ratios(tmp_path):
+    r = tnx("bench", "scale", "--sizes", "40,80", "--repeats", "1", "--no-scratch", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith(("| 40 |", "| 80 |"))]
+    assert len(rows) == 2 and all(row.endswith("| yes |") for row in rows), r.stdout
+    r = tnx("bench", "scale", "--sizes", "40,80", "--ratios", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("| round | 40 (s) | 80 (s) | 80 / 40 |"), r.stdout
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["1", "2", "median"]
+    assert "re-plan / fresh" in lines[0] and "(max " in lines[-1]
