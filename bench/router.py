@@ -14,6 +14,10 @@ request, latency on the client's clock from send to last byte):
   with `max_queue_delay` l(b)/2, `preferred_batch_size` b and a queue policy that rejects
   after the SLO. At each level the systems take turns, so a neighbour's burst on a shared
   machine does not land on one system only.
+- `simulated`: after `goodput`, the simulator (`bench.router_sim`) on the same plan and
+  profiles, at the rates k6 sent, with the router's drop modes: simulated goodput beside the
+  measured, evenly spaced arrivals as k6 sends and Poisson ones. Alone (`--parts
+  simulated`), it replays the goodput levels of the run already in `--out`.
 - `recovery`: 4 × C, then 0.5 × C at once (one k6 run): the fraction in SLO second by second
   of the low phase and the seconds until every later second holds ≥ 99 % (router with early
   drop, and Triton's batcher).
@@ -40,6 +44,7 @@ import typer
 
 from bench import router_setup as st
 from bench.router_parts import Stage, convnet_parts, setup_plans, tiny_parts
+from bench.router_sim import load_measured, simulated_part
 from bench.router_types import PARTS, SYSTEMS, BenchConfig, Results
 from tnx.cli_args import names, numbers, one_of
 from tnx.errors import UserInputError
@@ -52,14 +57,21 @@ def check(cfg: BenchConfig) -> None:
         one_of("--systems", x, SYSTEMS)
     if not cfg.parts:
         raise UserInputError("--parts: nothing to run")
-    if cfg.duration_s <= 0 or cfg.recovery_s < 1:
-        raise UserInputError("--duration and --recovery-s must be positive")
+    if "simulated" in cfg.parts and "goodput" not in cfg.parts and cfg.parts != ("simulated",):
+        raise UserInputError(
+            "--parts: simulated replays goodput levels: add goodput, or run it alone on a "
+            "finished --out"
+        )
+    if cfg.duration_s <= 0 or cfg.recovery_s < 1 or cfg.sim_seeds < 1:
+        raise UserInputError("--duration, --recovery-s and --sim-seeds must be positive")
 
 
 def run_bench(cfg: BenchConfig, command: str = "", log=print) -> Results:
     from deploy.fleet import start_fleet, stop_fleet
 
     check(cfg)
+    if cfg.parts == ("simulated",):
+        return replay(cfg, command, log)
     convnet = bool({"goodput", "recovery"} & set(cfg.parts))
     tiny = bool({"latency", "max-rate", "perf-analyzer"} & set(cfg.parts))
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -84,9 +96,26 @@ def run_bench(cfg: BenchConfig, command: str = "", log=print) -> Results:
             convnet_parts(stage)
     finally:
         stop_fleet(fleet, grace_s=5)
+    if "simulated" in cfg.parts and res.convnet is not None:
+        # After the fleet stops: the simulator's CPU time cannot disturb a measurement.
+        res.simulated = simulated_part(
+            res.goodput, res.convnet, cfg.out, cfg.duration_s, cfg.sim_seeds, log
+        )
     (cfg.out / "results.json").write_text(
         json.dumps({"config": {k: str(v) for k, v in asdict(cfg).items()}, **asdict(res)}, indent=1)
     )
+    return res
+
+
+def replay(cfg: BenchConfig, command: str, log=print) -> Results:
+    """The simulated part alone, on the goodput levels of the run in `cfg.out`: results.json
+    keeps what it held, with the new simulated rows."""
+    data, res, seconds = load_measured(cfg.out)
+    assert res.convnet is not None
+    res.simulated = simulated_part(res.goodput, res.convnet, cfg.out, seconds, cfg.sim_seeds, log)
+    res.command = f"{res.command}, then {command}" if command else res.command
+    data["simulated"] = [asdict(r) for r in res.simulated]
+    (cfg.out / "results.json").write_text(json.dumps(data, indent=1))
     return res
 
 
@@ -96,6 +125,9 @@ def bench_router(
     duration: float = typer.Option(15.0, "--duration", help="Seconds of load per level."),
     loads: str = typer.Option(
         "0.5,1,1.5,2,4", "--loads", help="goodput: multiples of the planned capacity C."
+    ),
+    sim_seeds: int = typer.Option(
+        5, "--sim-seeds", help="simulated: runs per level and trace, counts summed."
     ),
     systems: str = typer.Option(
         ",".join(SYSTEMS), "--systems", help="goodput: early,lazy,none,triton"
@@ -128,6 +160,7 @@ def bench_router(
         loads=numbers("--loads", loads),
         systems=names(systems),
         recovery_s=recovery_s,
+        sim_seeds=sim_seeds,
         # max-rate: tiny_mlp at rising rates
         max_rates=numbers("--max-rates", max_rates),
         max_rate_s=max_rate_s if max_rate_s is not None else min(5.0, duration),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import resource
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ def router_counter(url: str, name: str) -> float:
         for s in fam.samples
         if s.name == name
     )
+
+
+BUSY = "tnx_router_gpu_busy_seconds_total"  # a batch in flight, dispatch to answer
 
 
 def router_batches(router: Service) -> tuple[float, float]:
@@ -244,10 +248,11 @@ def goodput_level(
         worst_ms=worst,
         timeout_s=cfg.timeout_s,
     )
-    cpu0 = late0 = 0.0
+    cpu0 = late0 = busy0 = 0.0
     if router is not None:
         cpu0 = cpu_seconds(router.proc.pid)
         late0 = router_counter(router.url, "tnx_router_answered_late_total")
+        busy0 = router_counter(router.url, BUSY)
     samples0, batches0 = batch_counts()
     k6_cpu0 = children_cpu_s()
     res = s.load(f"goodput-{system}-{load:g}", spec)
@@ -280,6 +285,9 @@ def goodput_level(
         row.mean_batch = (samples - samples0) / (batches - batches0)
     if router is not None:
         row.router_late = int(router_counter(router.url, "tnx_router_answered_late_total") - late0)
+        if batches > batches0:
+            busy = router_counter(router.url, BUSY) - busy0
+            row.batch_ms = 1000.0 * busy / (batches - batches0)
     return row
 
 
@@ -382,11 +390,13 @@ def setup_plans(s: Stage, convnet: bool, tiny: bool) -> None:
                 srv.load(model)
         if model == st.CONVNET:
             sizes = sorted({1, 2, 4, cfg.batch, 2 * cfg.batch})
-            lat = st.measure_latency(s.fleet, model, sizes)
+            times = st.measure_latency_samples(s.fleet, model, sizes)
+            lat = {b: statistics.median(v) for b, v in times.items()}
             slo = cfg.slo_factor * lat[cfg.batch]
             s.res.convnet = st.write_plan(
                 s.fleet, model, lat, cfg.batch, slo, cfg.headroom, out / "plan-convnet.json"
             )
+            s.res.convnet.latency_cv = st.latency_cv(times)
             s.res.batcher = st.batcher_settings(s.res.convnet, len(s.fleet.gpus))
         else:
             lat = st.measure_latency(s.fleet, model, [1, 8, st.TINY_BATCH, 64])

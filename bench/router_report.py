@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.router_setup import PlanSetup
-from bench.router_types import SYSTEMS, BenchConfig, LatencyRow, Results, Row
+from bench.router_types import SYSTEMS, BenchConfig, LatencyRow, Results, Row, SimRow
 
 
 def _ms(v: float | None, digits: int = 0) -> str:
@@ -49,6 +49,50 @@ def target_lines(rows: list[Row]) -> list[str]:
         if 1.0 in rs and 2.0 in rs and rs[1.0].goodput_rps > 0:
             parts.append(f"goodput 2×/1× = {rs[2.0].goodput_rps / rs[1.0].goodput_rps:.2f}")
         out.append("; ".join(parts))
+    return out
+
+
+def simulated_lines(sims: list[SimRow], measured: list[Row], setup: PlanSetup) -> list[str]:
+    """Measured and simulated goodput per router system and level, a column pair per trace."""
+    traces = list(dict.fromkeys(s.variant for s in sims))
+    by = {(s.system, s.load, s.variant): s for s in sims}
+    batches = {(r.system, r.load): (r.mean_batch, r.batch_ms) for r in measured}
+    head = "| system | load | offered rps | measured in SLO | measured goodput rps "
+    for t in traces:
+        head += f"| sim {t}: in SLO | goodput rps | sim / measured "
+    head += "| mean batch, ms in flight (router) |"
+    out = [head, "|" + "---|" * (head.count("|") - 1)]
+    keys = sorted({(s.system, s.load) for s in sims}, key=lambda k: (SYSTEMS.index(k[0]), k[1]))
+    for system, load in keys:
+        first = next(by[(system, load, t)] for t in traces if (system, load, t) in by)
+        line = (
+            f"| {system} | {load:g}× | {first.offered_rps:.1f} "
+            f"| {100 * first.measured_in_slo:.1f}% | {first.measured_goodput_rps:.1f} "
+        )
+        for t in traces:
+            s = by.get((system, load, t))
+            if s is None:
+                line += "| — | — | — "
+                continue
+            ratio = "—" if s.ratio is None else f"{s.ratio:.2f}"
+            line += f"| {100 * s.in_slo_share:.1f}% | {s.goodput_rps:.1f} | {ratio} "
+        n, ms = batches.get((system, load), (None, None))
+        out.append(line + f"| {_ms(n, 1)}, {_ms(ms, 1)} |")
+    if sims:
+        b = setup.batch
+        out += [
+            "",
+            f"simulated: {sims[0].seeds} runs per cell (seeds 0..{sims[0].seeds - 1}), batch "
+            f"times l(n) from profiles.json × log-normal noise, CV {sims[0].noise_cv:.3f} (the "
+            f"fleet's l({b}) timings at setup); l({b}) = {setup.latency_ms[b]:.1f} ms in the plan",
+        ]
+        speeds = [s for s in sims if s.speed != 1.0]
+        if speeds:
+            lo, hi = min(s.speed for s in speeds), max(s.speed for s in speeds)
+            out.append(
+                f"measured batch times: l(n) × the level's ms in flight / l(mean batch), "
+                f"{lo:.2f}–{hi:.2f}"
+            )
     return out
 
 
@@ -153,6 +197,9 @@ def lines(res: Results, cfg: BenchConfig) -> list[str]:
     if res.goodput:
         out += ["", "### Goodput: convnet64, multiples of C", ""]
         out += goodput_table(res.goodput) + [""] + target_lines(res.goodput)
+    if res.simulated and res.convnet is not None:
+        out += ["", "### Simulated against measured: convnet64, the same plan and rates", ""]
+        out += simulated_lines(res.simulated, res.goodput, res.convnet)
     if res.recovery:
         out += ["", "### Recovery after overload: convnet64", ""]
         out += recovery_lines(res, cfg)

@@ -14,7 +14,7 @@ import math
 import statistics
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ class PlanSetup:
     duty_cycle_ms: float
     capacity_rps: float  # planned: batch per duty cycle, summed over the plan's servers
     plan: str  # path of plan.json
+    latency_cv: dict[int, float] = field(default_factory=dict)  # of l(b)'s timings, per b
 
 
 @dataclass(slots=True)
@@ -113,6 +114,26 @@ def measure_latency(
     """Median batch latency (gRPC round trip), all servers at once: on this machine they share
     the cores, so a server's batch time alone would overstate what the fleet can do. One
     input, `input`, of `shape` per sample (default: the example model's)."""
+    times = measure_latency_samples(fleet, model, batches, reps, shape)
+    return {b: statistics.median(v) for b, v in times.items()}
+
+
+def latency_cv(times: dict[int, list[float]]) -> dict[int, float]:
+    """Coefficient of variation of each batch size's measured times (0 with fewer than 2)."""
+    return {
+        b: statistics.stdev(v) / statistics.fmean(v) if len(v) > 1 else 0.0
+        for b, v in times.items()
+    }
+
+
+def measure_latency_samples(
+    fleet: Fleet,
+    model: str,
+    batches: list[int],
+    reps: int = 7,
+    shape: tuple[int, ...] | None = None,
+) -> dict[int, list[float]]:
+    """`measure_latency`'s every timing (ms): `reps` per batch size and server."""
     from exporters.examples import INPUT_SHAPES
     from model_repo_tools.triton_client import TritonServer
 
@@ -138,7 +159,7 @@ def measure_latency(
         t.start()
     for t in threads:
         t.join()
-    return {b: statistics.median(v) for b, v in times.items()}
+    return times
 
 
 def write_profiles(setups: list[tuple[str, dict[int, float]]], fleet: Fleet, path: Path) -> None:

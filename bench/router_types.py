@@ -8,7 +8,8 @@ from pathlib import Path
 from bench.perf_analyzer import PaRow
 from bench.router_setup import PlanSetup, TritonBatcher
 
-PARTS = ("latency", "goodput", "recovery", "max-rate", "perf-analyzer")
+PARTS = ("latency", "goodput", "simulated", "recovery", "max-rate", "perf-analyzer")
+SIM_TRACES = ("even", "poisson")  # even: as k6 sends; poisson: the simulator's usual trace
 SYSTEMS = ("early", "lazy", "none", "triton")
 RECOVERY_SYSTEMS = ("early", "triton")  # the router as it is deployed vs Triton direct
 
@@ -34,6 +35,7 @@ class BenchConfig:
     in_slo_target: float = 0.99
     timeout_s: float = 30.0  # client timeout per request; later counts as other
     warm_up_s: float = 3.0  # uncounted k6 load on each target before its first part
+    sim_seeds: int = 5  # simulated: runs per level and trace (seeds 0..n-1), counts summed
 
 
 @dataclass(slots=True)
@@ -58,7 +60,45 @@ class Row:
     k6_cpu_ms_per_req: float
     router_late: int | None = None  # the router's own count (its clock, from arrival)
     mean_batch: float | None = None  # samples per batch the servers ran
+    batch_ms: float | None = None  # router: mean time a batch was in flight, its clock
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SimRow:
+    """The simulator at one measured goodput level: same plan, profiles, drop mode, offered
+    rate and seconds; counts summed over `seeds` runs."""
+
+    system: str
+    load: float
+    trace: str
+    offered_rps: float  # what k6 sent per second, the simulation's rate
+    noise_cv: float
+    speed: float  # batch times = l(n) × speed × noise (1: the profile as planned)
+    seeds: int
+    sent: int
+    in_slo: int
+    late: int
+    dropped: int
+    goodput_rps: float  # per run: in SLO / (seeds × seconds)
+    measured_in_slo: float  # the goodput row's in SLO / sent
+    measured_goodput_rps: float
+
+    @property
+    def in_slo_share(self) -> float:
+        return self.in_slo / self.sent if self.sent else 0.0
+
+    @property
+    def variant(self) -> str:
+        """The table column: the trace, and whether batch times were the measured ones."""
+        return self.trace if self.speed == 1.0 else f"{self.trace}, measured batch times"
+
+    @property
+    def ratio(self) -> float | None:
+        """Simulated over measured goodput (None when nothing was measured in SLO)."""
+        if self.measured_goodput_rps <= 0:
+            return None
+        return self.goodput_rps / self.measured_goodput_rps
 
 
 @dataclass(slots=True)
@@ -108,6 +148,7 @@ class Results:
     tiny: PlanSetup | None = None
     latency: list[LatencyRow] = field(default_factory=list)
     goodput: list[Row] = field(default_factory=list)
+    simulated: list[SimRow] = field(default_factory=list)
     recovery: list[RecoveryRow] = field(default_factory=list)
     max_rate: list[MaxRateRow] = field(default_factory=list)
     perf_analyzer: list[PaRow] = field(default_factory=list)

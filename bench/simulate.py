@@ -42,17 +42,18 @@ def run(
     load: float = 1.0,
     seed: int = 0,
     noise_cv: float = 0.0,
+    speed: float = 1.0,
     save_trace: Path | None = None,
 ) -> dict[str, Any]:
-    """One simulation; the summary of `summarize` plus what was run. `save_trace`: also
-    write the arrivals as a CSV that `--trace FILE` replays."""
+    """One simulation; the summary of `summarize` plus what was run. `speed` multiplies every
+    batch time. `save_trace`: also write the arrivals as a CSV that `--trace FILE` replays."""
     duration = seconds * 1000.0
     arrivals = load_trace(plan, trace, duration, load=load, seed=seed)
     if save_trace is not None:
         write_csv(save_trace, arrivals)
     reqs = requests(plan, arrivals)
     pol = make_policy(policy, plan, curves, drop)
-    lat = profile_latency(plan, curves, noise_cv=noise_cv, seed=seed)
+    lat = profile_latency(plan, curves, speed=speed, noise_cv=noise_cv, seed=seed)
     # The run allocates millions of small objects that live to its end and form no cycles
     # to speak of: the cyclic collector's passes over them cost ~20 % of the wall time.
     gc.disable()

@@ -4,6 +4,8 @@ Each session's mean rate is `load` x its planned rate. The shapes (REFERENCES.md
 "Other schedulers worth a baseline"):
 
 - `poisson`: exponential inter-arrivals (Nexus's and Clockwork's evaluations);
+- `even`: evenly spaced arrivals from time 0, as k6's `constant-arrival-rate` executor
+  sends them (`bench.open_loop`), so a simulation can replay a measured open-loop run;
 - `gamma:CV`: Gamma inter-arrivals with coefficient of variation CV (1 is Poisson;
   2-8 are the bursts used to stress batching systems);
 - `diurnal`: Poisson with a rate that follows one sine "day" over the run,
@@ -32,7 +34,7 @@ from tnx.errors import UserInputError
 Arrival = tuple[float, str]
 """(time in ms, session)."""
 
-KINDS = "poisson | gamma:CV | diurnal | azure | FILE.csv"
+KINDS = "poisson | even | gamma:CV | diurnal | azure | FILE.csv"
 # One Azure "minute", shortened for runs shorter than ten of them, so a short run still
 # sees the minute-to-minute swings.
 _MINUTE_MS = 60_000.0
@@ -56,6 +58,14 @@ def _renewal(rate_ms: float, duration: float, rng: random.Random, cv: float) -> 
         out.append(t)
         t += rng.gammavariate(shape, scale)
     return out
+
+
+def _even(rate_ms: float, duration: float) -> list[float]:
+    if rate_ms <= 0:
+        return []
+    # Multiplying, not summing a gap, so a long run does not drift off the rate.
+    times = (i / rate_ms for i in range(math.ceil(duration * rate_ms) + 1))
+    return [t for t in times if t < duration]
 
 
 def _thinned(rate_at, peak_ms: float, duration: float, rng: random.Random) -> list[float]:
@@ -106,6 +116,8 @@ def synthesize(
         r = rates[session] * load / 1000.0
         if kind == "poisson":
             times = _renewal(r, duration_ms, rng, 1.0)
+        elif kind == "even":
+            times = _even(r, duration_ms)
         elif kind.startswith("gamma:"):
             times = _renewal(r, duration_ms, rng, _cv(kind))
         elif kind == "diurnal":
