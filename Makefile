@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tnx-installed
 
-.PHONY: demo test lint setup clean bench bench-tools bench-router
+.PHONY: demo test lint setup clean bench bench-tools bench-router native test-native
 
 setup: $(STAMP)
 
@@ -36,6 +36,21 @@ bench-tools: $(STAMP)
 
 bench-router: bench-tools
 	$(BIN)/tnx bench router --out bench-out/router
+
+# The batching policy and the simulator compiled with mypyc into build/native; used where
+# TNX_NATIVE=1 is set (router/native.py). Rebuild after editing any of router/native.py's
+# MODULES: a stale build is refused, not run.
+native: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,native]'
+	$(BIN)/python -c "from router.native import build; print('compiled into', build())"
+
+# The policy's and the simulator's tests on the compiled modules, and their equivalence
+# with the Python ones.
+test-native: native
+	TNX_NATIVE=1 $(BIN)/python -m pytest -q tests/router/test_native.py \
+	  tests/router/test_equivalence.py tests/router/test_simulator.py \
+	  tests/router/test_policy.py tests/router/test_properties.py tests/router/test_driver.py \
+	  tests/router/test_latency.py tests/router/test_prefix_batch.py tests/bench/test_simulate.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

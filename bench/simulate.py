@@ -25,6 +25,7 @@ from bench.traces import KINDS, load_trace, requests, write_csv
 from control.cli import DEFAULT_PROFILES
 from control.types import Plan
 from model_repo_tools.profiles import LatencyCurve, ProfileSet
+from router.native import active
 from router.simulator import SimResult, Simulator, profile_latency
 from router.types import Answered
 from tnx.cli_args import names, numbers
@@ -73,6 +74,7 @@ def run(
     }
     out.update(summarize(res, duration, len(plan.gpus)))
     out["wall_s"] = round(wall, 3)
+    out["native"] = active()  # the policy compiled with mypyc (TNX_NATIVE=1, router.native)
     out["sim_requests_per_s"] = round(out["sent"] / wall) if wall > 0 else None
     return out
 
@@ -262,7 +264,8 @@ def bench_simulate(
     rate = sum(a.rate for g in plan.gpus for a in g.allocations)
     typer.echo(
         f"{sessions} sessions on {len(plan.gpus)} {gpu_type} GPUs, {rate:,.0f} req/s planned; "
-        f"{seconds:g} s per run, seed {seed}, noise {noise:g}"
+        f"{seconds:g} s per run, seed {seed}, noise {noise:g}; policy and simulator "
+        f"{'compiled (TNX_NATIVE=1)' if active() else 'in Python'}"
     )
     typer.echo("")
     for line in table([]):

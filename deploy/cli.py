@@ -138,8 +138,8 @@ def _mount(argv: list[str] | None = None) -> None:
 
 
 def main() -> None:
-    _mount(sys.argv[1:])
     try:
+        _mount(sys.argv[1:])  # imports the command's modules: errors there get one line too
         rc = app(standalone_mode=False)
     except TnxError as err:
         typer.echo(f"tnx: error: {err}", err=True)

@@ -40,6 +40,7 @@ class Dispatching:
     _next_batch: int
     _closed: bool
     _visits: list[float]
+    _all: bool  # the next settle visits every GPU (declared for mypyc: router.native)
     _touched: set[int]
 
     @staticmethod

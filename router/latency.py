@@ -125,7 +125,7 @@ class LatencyModel:
       in the fit than a new one after a gap.
     """
 
-    __slots__ = ("_curves", "_alpha", "_spread", "_decay", "_fits")
+    __slots__ = ("_curves", "_tables", "_alpha", "_spread", "_decay", "_fits")
 
     def __init__(
         self,
@@ -142,6 +142,12 @@ class LatencyModel:
         if decay_ms <= 0:
             raise ValueError(f"decay_ms must be > 0, got {decay_ms}")
         self._curves = dict(curves)
+        # l(b) at every integer batch, as `LatencyCurve.latency` gives it: the policy asks
+        # for it a few times per request, and a list index costs less than a bisection.
+        self._tables = {
+            key: tuple(c.latency(max(b, 1)) for b in range(c.max_batch + 1))
+            for key, c in self._curves.items()
+        }
         self._alpha = alpha
         self._spread = spread
         self._decay = decay_ms
@@ -163,9 +169,16 @@ class LatencyModel:
         """(gpu, model) → its correction now, for every pair observed so far (metrics)."""
         return {key: self.correction(*key, now) for key in self._fits}
 
+    def profiled(self, model: str, gpu_type: str, samples: int) -> float:
+        """The profile's l(samples) in ms; raises ValueError above the profiled range."""
+        table = self._tables[(model, gpu_type)]
+        if 0 < samples < len(table):
+            return table[samples]
+        return self._curves[(model, gpu_type)].latency(samples)
+
     def estimate(self, gpu: str, gpu_type: str, model: str, samples: int, now: float) -> float:
         """Corrected l(samples) in ms at time `now`; raises ValueError above the profiled range."""
-        base = self._curves[(model, gpu_type)].latency(samples)
+        base = self.profiled(model, gpu_type, samples)
         fit = self._fits.get((gpu, model))
         if fit is None:
             return base
@@ -182,7 +195,7 @@ class LatencyModel:
         curve = self._curves.get((model, gpu_type))
         if self._alpha == 0.0 or curve is None or elapsed_ms <= 0 or samples > curve.max_batch:
             return
-        x = curve.latency(samples)
+        x = self.profiled(model, gpu_type, samples)
         key = (gpu, model)
         fit = self._fits.get(key)
         if fit is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from control.prefix_rule import prefix_batches
 from control.types import Plan
 from model_repo_tools.prefix_names import parts
+from model_repo_tools.profiles import LatencyCurve
 from router.latency import LatencyModel
 from router.queues import EdfQueue
 from router.types import Request
@@ -30,7 +31,12 @@ def _prefix_groups(
     """Session → prefix for the sessions on `g` that run as one prefix batch, by the rule
     the validator counts them by (control.prefix_rule)."""
     allocs = [(sid, sessions[sid].model, b, sessions[sid].slo) for sid, b in g.sessions]
-    runs = prefix_batches(allocs, g.duty_cycle, split, lambda m, t=g.gpu_type: latency.curve(m, t))
+    gpu_type = g.gpu_type
+
+    def curve(model: str) -> LatencyCurve | None:
+        return latency.curve(model, gpu_type)
+
+    runs = prefix_batches(allocs, g.duty_cycle, split, curve)
     return {sid: p for p, run in runs.items() for sid in run.sessions}
 
 
@@ -171,7 +177,7 @@ class PlanState:
                 continue
             gpu_type = self.gpus[gid].gpu_type
             est = self.latency.estimate(gid, gpu_type, s.model, samples, now)
-            base = self.latency.curve(s.model, gpu_type).latency(samples)  # type: ignore[union-attr]
+            base = self.latency.profiled(s.model, gpu_type, samples)
             bound = est if est > base else base
             if best is None or bound < best:
                 best = bound
@@ -217,7 +223,7 @@ class PlanState:
         if not _monotone(curve.latencies_ms):
             return math.inf  # a smaller batch than planned is no faster only on a monotone curve
         est = self.latency.estimate(g.id, g.gpu_type, model, batch, now)
-        base = curve.latency(batch)
+        base = self.latency.profiled(model, g.gpu_type, batch)
         return est if est > base else base
 
     def backlog_ms(self, now: float, s: SessionState, samples: int) -> float:

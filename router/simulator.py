@@ -142,9 +142,17 @@ def profile_latency(
     rng = random.Random(seed)
     sigma = math.sqrt(math.log1p(noise_cv**2)) if noise_cv > 0 else 0.0
 
+    # l(n) at every integer n, as LatencyCurve.latency gives it (one lookup per batch).
+    tables = {
+        key: tuple(c.latency(max(b, 1)) for b in range(c.max_batch + 1))
+        for key, c in curves.items()
+    }
+
     def latency(gpu: str, model: str, n: int) -> float:
         s = speed if isinstance(speed, int | float) else speed.get(gpu, 1.0)
-        t = curves[(model, types[gpu])].latency(n) * s
+        key = (model, types[gpu])
+        table = tables[key]
+        t = (table[n] if 0 < n < len(table) else curves[key].latency(n)) * s
         if sigma:
             t *= rng.lognormvariate(-sigma * sigma / 2, sigma)
         return t
@@ -348,12 +356,15 @@ def compare_drop_modes(
     duration_ms: float = 10_000.0,
     seed: int = 0,
     modes: Iterable[DropMode] = ("early", "lazy", "none"),
-    **kw: float,
+    noise_cv: float = 0.0,
+    speed: float = 1.0,
 ) -> dict[str, SimStats]:
     """The same Poisson trace through each drop mode: {mode: stats}."""
+    # Named keywords, not **kwargs: mypyc (router.native) cannot compile the latter here.
     trace = poisson_arrivals(plan, duration_ms, load=load, seed=seed)
     out: dict[str, SimStats] = {}
     for mode in modes:
         fresh = [Request(r.id, r.session, r.arrival, r.deadline, r.n_samples) for r in trace]
-        out[mode] = simulate(plan, curves, fresh, drop=mode, seed=seed, **kw).stats()  # type: ignore[arg-type]
+        run = simulate(plan, curves, fresh, drop=mode, seed=seed, noise_cv=noise_cv, speed=speed)
+        out[mode] = run.stats()
     return out

@@ -121,7 +121,7 @@ def test_clipper_shares_gpus_by_need_and_backs_off_on_a_miss() -> None:
 def test_clockwork_and_triton_batching() -> None:
     # Clockwork: the largest batch that still meets the head's deadline; hopeless heads dropped.
     cw = make_policy("clockwork", _plan(), CURVES)
-    busy = [cw.arrival(t, Request(t, "a", t, t + 50.0)) for t in (0.0, 0.05)]
+    busy = [cw.arrival(t, Request(-i, "a", t, t + 50.0)) for i, t in enumerate((0.0, 0.05))]
     assert [d.gpu for (d,) in busy] == ["g0", "g1"]  # type: ignore[union-attr]
     for i in range(1, 11):
         assert cw.arrival(0.1 * i, Request(i, "a", 0.1 * i, 0.1 * i + 50.0)) == []
