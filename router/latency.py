@@ -125,7 +125,7 @@ class LatencyModel:
       in the fit than a new one after a gap.
     """
 
-    __slots__ = ("_curves", "_tables", "_alpha", "_spread", "_decay", "_fits")
+    __slots__ = ("_curves", "_tables", "_alpha", "_spread", "_decay", "_fits", "_fits_on")
 
     def __init__(
         self,
@@ -144,14 +144,17 @@ class LatencyModel:
         self._curves = dict(curves)
         # l(b) at every integer batch, as `LatencyCurve.latency` gives it: the policy asks
         # for it a few times per request, and a list index costs less than a bisection.
-        self._tables = {
-            key: tuple(c.latency(max(b, 1)) for b in range(c.max_batch + 1))
-            for key, c in self._curves.items()
-        }
+        # By model, then GPU type: string keys, whose hashes are cached, where a tuple key
+        # would be built and hashed at every call.
+        self._tables: dict[str, dict[str, tuple[float, ...]]] = {}
+        for (model, gpu_type), c in self._curves.items():
+            table = tuple(c.latency(max(b, 1)) for b in range(c.max_batch + 1))
+            self._tables.setdefault(model, {})[gpu_type] = table
         self._alpha = alpha
         self._spread = spread
         self._decay = decay_ms
         self._fits: dict[tuple[str, str], _Fit] = {}
+        self._fits_on: dict[str, dict[str, _Fit]] = {}  # the same fits by GPU, then model
 
     def curve(self, model: str, gpu_type: str) -> LatencyCurve | None:
         return self._curves.get((model, gpu_type))
@@ -171,7 +174,7 @@ class LatencyModel:
 
     def profiled(self, model: str, gpu_type: str, samples: int) -> float:
         """The profile's l(samples) in ms; raises ValueError above the profiled range."""
-        table = self._tables[(model, gpu_type)]
+        table = self._tables[model][gpu_type]
         if 0 < samples < len(table):
             return table[samples]
         return self._curves[(model, gpu_type)].latency(samples)
@@ -179,7 +182,8 @@ class LatencyModel:
     def estimate(self, gpu: str, gpu_type: str, model: str, samples: int, now: float) -> float:
         """Corrected l(samples) in ms at time `now`; raises ValueError above the profiled range."""
         base = self.profiled(model, gpu_type, samples)
-        fit = self._fits.get((gpu, model))
+        fits = self._fits_on.get(gpu)
+        fit = fits.get(model) if fits is not None else None
         if fit is None:
             return base
         fitted = fit.scale * base + fit.overhead + self._spread * fit.sigma
@@ -199,7 +203,7 @@ class LatencyModel:
         key = (gpu, model)
         fit = self._fits.get(key)
         if fit is None:
-            fit = self._fits[key] = _Fit()
+            fit = self._fits[key] = self._fits_on.setdefault(gpu, {})[model] = _Fit()
             fit.restart(x, elapsed_ms, now)
         elif elapsed_ms < _GOOD_NEWS * (fit.scale * x + fit.overhead):
             fit.restart(x, elapsed_ms, now)

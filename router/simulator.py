@@ -270,9 +270,10 @@ class Simulator:
                 self._result.batches.append((started, t, d, "ok" if kind == _DONE else "failed"))
                 if kind == _DONE:
                     for r in d.requests:
-                        if r in self._outcomes:
+                        # One dict operation: a request's first outcome stays, a second fails.
+                        ans = Answered(r, None, d.gpu, started, t)
+                        if self._outcomes.setdefault(r, ans) is not ans:
                             raise AssertionError(f"request {r.id} answered twice")
-                        self._outcomes[r] = Answered(r, None, d.gpu, started, t)
                     self._apply(p.batch_done(t, d.gpu, d.batch_id, "ok"))
                 else:
                     self._apply(p.batch_done(t, d.gpu, d.batch_id, "failed"))
@@ -317,9 +318,9 @@ class Simulator:
                 self._running[a.gpu] = (a, self._push(end, _DONE, a))
             elif isinstance(a, Drop):
                 self._result.drops.append((now, a))
-                if a.request in self._outcomes:
+                drop = Dropped(a.request, a.reason, now)
+                if self._outcomes.setdefault(a.request, drop) is not drop:
                     raise AssertionError(f"request {a.request.id} dropped after its outcome")
-                self._outcomes[a.request] = Dropped(a.request, a.reason, now)
             elif isinstance(a, WakeAt):
                 self._timer_token += 1
                 self._push(a.time, _TIMER, self._timer_token)
