@@ -17,14 +17,15 @@ from router.types import Request
 class EdfQueue:
     """Requests ordered by (deadline, insertion order)."""
 
-    __slots__ = ("_items", "_keys", "_head", "_seq", "_samples")
+    __slots__ = ("_items", "_deadlines", "_head", "_samples")
 
     def __init__(self) -> None:
         self._items: list[Request] = []
-        # Parallel sort keys; the sequence number keeps ties first-in first-out.
-        self._keys: list[tuple[float, int]] = []
+        # Parallel sort keys. Ties stay first-in first-out without a sequence number: a
+        # request pushed now is later than every one queued, so it goes after those with
+        # its deadline (an append, or bisect_right).
+        self._deadlines: list[float] = []
         self._head = 0
-        self._seq = 0
         self._samples = 0
 
     def __len__(self) -> int:
@@ -42,16 +43,15 @@ class EdfQueue:
         return self._samples
 
     def push(self, r: Request) -> None:
-        key = (r.deadline, self._seq)
-        self._seq += 1
+        deadline = r.deadline
         self._samples += r.n_samples
-        if self._head == len(self._items) or key >= self._keys[-1]:
+        if self._head == len(self._items) or deadline >= self._deadlines[-1]:
             self._items.append(r)
-            self._keys.append(key)
+            self._deadlines.append(deadline)
             return
-        i = bisect.bisect_right(self._keys, key, lo=self._head)
+        i = bisect.bisect_right(self._deadlines, deadline, lo=self._head)
         self._items.insert(i, r)
-        self._keys.insert(i, key)
+        self._deadlines.insert(i, deadline)
 
     def is_head(self, r: Request) -> bool:
         return self._head < len(self._items) and self._items[self._head] is r
@@ -101,15 +101,15 @@ class EdfQueue:
     def drain(self) -> list[Request]:
         """Remove and return everything, earliest deadline first."""
         out = self._items[self._head :]
-        self._items, self._keys, self._head, self._samples = [], [], 0, 0
+        self._items, self._deadlines, self._head, self._samples = [], [], 0, 0
         return out
 
     def _compact(self) -> None:
         if self._head == len(self._items):
             self._items.clear()
-            self._keys.clear()
+            self._deadlines.clear()
             self._head = 0
         elif self._head > 64 and self._head * 2 > len(self._items):
             del self._items[: self._head]
-            del self._keys[: self._head]
+            del self._deadlines[: self._head]
             self._head = 0

@@ -245,6 +245,9 @@ class Simulator:
         if shutdown_at is not None:
             self._push(shutdown_at, _SHUTDOWN, None)
         p = self.policy
+        # The live policy by its class, so that compiled (router.native) the call is a
+        # direct one; a baseline through the protocol.
+        live = p if isinstance(p, BatchPolicy) else None
         heap = self._heap
         arrival, apply = p.arrival, self._apply
         while True:
@@ -252,7 +255,7 @@ class Simulator:
                 r = order[i]
                 i += 1
                 self._now = r.arrival
-                actions = arrival(r.arrival, r)
+                actions = live.arrival(r.arrival, r) if live is not None else arrival(r.arrival, r)
                 if actions:
                     apply(actions)
                 continue
