@@ -210,7 +210,8 @@ class Simulator:
         self._running: dict[str, tuple[Dispatch, int]] = {}  # gpu -> (batch, seq of its end)
         self._cancelled: set[int] = set()  # ends overtaken by an outage
         self._started: dict[int, float] = {}
-        self._outcomes: dict[Request, Outcome] = {}
+        self._reqs: list[Request] = []
+        self._outcomes: list[Outcome | None] = []  # by Request.slot: its place in _reqs
         self._result = SimResult([])
 
     def _push(self, t: float, kind: int, data: object) -> int:
@@ -230,7 +231,10 @@ class Simulator:
 
         `switches` installs each plan at its time (`policy.switch_plan`).
         """
-        reqs = list(arrivals)
+        reqs = self._reqs = list(arrivals)
+        self._outcomes = [None] * len(reqs)
+        for k, r in enumerate(reqs):
+            r.slot = k
         # Arrivals are read in time order beside the heap rather than pushed into it; at
         # equal times they come first, as if pushed before every other event.
         order = sorted(reqs, key=lambda r: r.arrival)
@@ -273,10 +277,7 @@ class Simulator:
                 self._result.batches.append((started, t, d, "ok" if kind == _DONE else "failed"))
                 if kind == _DONE:
                     for r in d.requests:
-                        # One dict operation: a request's first outcome stays, a second fails.
-                        ans = Answered(r, None, d.gpu, started, t)
-                        if self._outcomes.setdefault(r, ans) is not ans:
-                            raise AssertionError(f"request {r.id} answered twice")
+                        self._record(r, Answered(r, None, d.gpu, started, t), "answered twice")
                     self._apply(p.batch_done(t, d.gpu, d.batch_id, "ok"))
                 else:
                     self._apply(p.batch_done(t, d.gpu, d.batch_id, "failed"))
@@ -300,13 +301,22 @@ class Simulator:
         if not p.closed:
             self._apply(p.shutdown(self._now))
         res = self._result
-        missing = [r.id for r in reqs if r not in self._outcomes]
+        missing = [r.id for r, o in zip(reqs, self._outcomes, strict=True) if o is None]
         if missing:
             raise AssertionError(f"requests without an outcome: {missing[:10]}")
-        res.outcomes = [self._outcomes[r] for r in reqs]
+        res.outcomes = self._outcomes  # type: ignore[assignment]  # no None left
         if reqs:
             res.duration_ms = max(r.arrival for r in reqs) - min(r.arrival for r in reqs)
         return res
+
+    def _record(self, r: Request, outcome: Outcome, twice: str) -> None:
+        """`r`'s one outcome; a request not of this run, or a second outcome, is a bug."""
+        k = r.slot
+        if not (0 <= k < len(self._reqs) and self._reqs[k] is r):
+            raise AssertionError(f"request {r.id} is not one of this run's")
+        if self._outcomes[k] is not None:
+            raise AssertionError(f"request {r.id} {twice}")
+        self._outcomes[k] = outcome
 
     def _apply(self, actions: list[Action]) -> None:
         now = self._now
@@ -321,9 +331,8 @@ class Simulator:
                 self._running[a.gpu] = (a, self._push(end, _DONE, a))
             elif isinstance(a, Drop):
                 self._result.drops.append((now, a))
-                drop = Dropped(a.request, a.reason, now)
-                if self._outcomes.setdefault(a.request, drop) is not drop:
-                    raise AssertionError(f"request {a.request.id} dropped after its outcome")
+                r = a.request
+                self._record(r, Dropped(r, a.reason, now), "dropped after its outcome")
             elif isinstance(a, WakeAt):
                 self._timer_token += 1
                 self._push(a.time, _TIMER, self._timer_token)

@@ -55,6 +55,9 @@ class Request:
     n_samples: int = 1
     payload: Any = None
     attempts: int = 0
+    # The driver's own index for it (the simulator's row in its table of outcomes: a list
+    # index where a dict of 600,000 requests cost a tenth of a simulation). Policies ignore it.
+    slot: int = -1
 
 
 @dataclass(slots=True, frozen=True, eq=False)
