@@ -15,6 +15,7 @@ from model_repo_tools.fleet import Fleet
 from model_repo_tools.profiles import LatencyCurve
 from router.clock import VirtualClock
 from router.policy import BatchPolicy
+from router.simulator import SimResult
 from router.types import Action, Dispatch, Drop, DropMode, Request, WakeAt
 from tnx.errors import ServerError
 
@@ -140,3 +141,29 @@ def curve_latency(
 ) -> Callable[[str, str, int], float]:
     """latency(gpu, model, n) = scale * l(n) from curves of one gpu type."""
     return lambda gpu, model, n: scale * c[(model, gpu_type)].latency(n)
+
+
+def eventful_run(policy: type[BatchPolicy] = BatchPolicy, mode: DropMode = "early") -> SimResult:
+    """One simulated run through every kind of event: three GPUs shared by four sessions
+    at 1.6x their planned rates, noise and uneven speeds, outages (one for good), a plan
+    switch and a shutdown; `policy` may be a subclass of BatchPolicy."""
+    from router.simulator import Outage, Simulator, poisson_arrivals, profile_latency
+
+    p = plan(
+        ("g0", 20.0, [("a", "m", 8, 50.0), ("b", "m", 4, 40.0), ("c", "n", 4, 30.0)]),
+        ("g1", 15.0, [("a", "m", 8, 50.0), ("c", "n", 8, 45.0)]),
+        ("g2", 25.0, [("d", "n", 4, 60.0)]),
+    )
+    for g in p.gpus:
+        for a in g.allocations:
+            a.rate = 200.0
+    later = p.model_copy(deep=True)
+    later.gpus = later.gpus[1:]
+    cv = curves(m={1: 5.0, 4: 8.0, 8: 12.0}, n={1: 3.0, 4: 6.0, 8: 11.0})
+    lat = profile_latency(p, cv, speed={"g0": 1.3, "g1": 0.8}, noise_cv=0.3, seed=3)
+    return Simulator(policy(p, cv, drop=mode), lat).run(
+        poisson_arrivals(p, 3_000.0, load=1.6, seed=7),
+        outages=[Outage("g1", 500, 900), Outage("g0", 1200, 1250), Outage("g2", 2500)],
+        switches=[(2000.0, later)],
+        shutdown_at=2900.0,
+    )

@@ -15,37 +15,17 @@ from router import native
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# One run of the simulator over a trace that exercises every event: three drop modes, noise
-# and uneven GPU speeds, outages (one permanent), a plan switch and a shutdown. Printed: which
-# modules ran, and every dispatch and outcome.
+# router.testing.eventful_run under the three drop modes. Printed: which modules ran, and
+# every dispatch and outcome.
 SCENARIO = """
 import json
 from router.native import active
-from router.policy import BatchPolicy
-from router.simulator import Outage, Simulator, poisson_arrivals, profile_latency
-from router.testing import curves, plan
+from router.testing import eventful_run
 from router.types import Answered
 
-p = plan(
-    ("g0", 20.0, [("a", "m", 8, 50.0), ("b", "m", 4, 40.0), ("c", "n", 4, 30.0)]),
-    ("g1", 15.0, [("a", "m", 8, 50.0), ("c", "n", 8, 45.0)]),
-    ("g2", 25.0, [("d", "n", 4, 60.0)]),
-)
-for g in p.gpus:
-    for a in g.allocations:
-        a.rate = 200.0
-later = p.model_copy(deep=True)
-later.gpus = later.gpus[1:]
-cv = curves(m={1: 5.0, 4: 8.0, 8: 12.0}, n={1: 3.0, 4: 6.0, 8: 11.0})
 runs = {}
 for mode in ("early", "lazy", "none"):
-    lat = profile_latency(p, cv, speed={"g0": 1.3, "g1": 0.8}, noise_cv=0.3, seed=3)
-    res = Simulator(BatchPolicy(p, cv, drop=mode), lat).run(
-        poisson_arrivals(p, 3_000.0, load=1.6, seed=7),
-        outages=[Outage("g1", 500, 900), Outage("g0", 1200, 1250), Outage("g2", 2500)],
-        switches=[(2000.0, later)],
-        shutdown_at=2900.0,
-    )
+    res = eventful_run(mode=mode)
     runs[mode] = {
         "dispatches": [[t, d.gpu, [r.id for r in d.requests]] for t, d in res.dispatches],
         "outcomes": [

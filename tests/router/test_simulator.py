@@ -15,7 +15,7 @@ from router.simulator import (
     profile_latency,
     simulate,
 )
-from router.testing import curves, plan
+from router.testing import curves, eventful_run, plan
 from router.types import Request
 
 
@@ -106,27 +106,9 @@ python_only = pytest.mark.skipif(active(), reason="subclasses the policy: Python
 @pytest.mark.parametrize("mode", ["early", "lazy", "none"])
 def test_settle_that_skips_acts_as_one_that_visits_everything(mode: str) -> None:
     """The doom heap, the dirty GPUs and the duty-cycle catch-up change nothing."""
-    p = plan(
-        ("g0", 20.0, [("a", "m", 8, 50.0), ("b", "m", 4, 40.0), ("c", "n", 4, 30.0)]),
-        ("g1", 15.0, [("a", "m", 8, 50.0), ("c", "n", 8, 45.0)]),
-        ("g2", 25.0, [("d", "n", 4, 60.0)]),
-    )
-    for g in p.gpus:
-        for a in g.allocations:
-            a.rate = 200.0
-    later = p.model_copy(deep=True)
-    later.gpus = later.gpus[1:]
-    cv = curves(m={1: 5.0, 4: 8.0, 8: 12.0}, n={1: 3.0, 4: 6.0, 8: 11.0})
-    trace = poisson_arrivals(p, 3_000.0, load=1.6, seed=7)
     runs = []
     for cls in (BatchPolicy, _FullSettle):
-        lat = profile_latency(p, cv, speed={"g0": 1.3, "g1": 0.8}, noise_cv=0.3, seed=3)
-        res = Simulator(cls(p, cv, drop=mode), lat).run(  # type: ignore[arg-type]
-            [Request(r.id, r.session, r.arrival, r.deadline) for r in trace],
-            outages=[Outage("g1", 500, 900), Outage("g0", 1200, 1250), Outage("g2", 2500)],
-            switches=[(2000.0, later)],
-            shutdown_at=2900.0,
-        )
+        res = eventful_run(cls, mode)  # type: ignore[arg-type]
         runs.append(
             (
                 [(t, d.gpu, tuple(r.id for r in d.requests)) for t, d in res.dispatches],
