@@ -110,6 +110,11 @@ class LatencyCurve:
         """l(b) in milliseconds."""
         return self._interp(b, self.latencies_ms)
 
+    def latency_table(self) -> tuple[float, ...]:
+        """l(b) at every integer b up to max_batch, by b (index 0 repeats batch 1): the
+        same floats as `latency`, for callers that ask many times."""
+        return tuple(self.latency(max(b, 1)) for b in range(self.max_batch + 1))
+
     def memory(self, b: float) -> float:
         """Bytes the model holds on the GPU when run at batch b."""
         return self._interp(b, self.memories)

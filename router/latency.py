@@ -148,8 +148,7 @@ class LatencyModel:
         # would be built and hashed at every call.
         self._tables: dict[str, dict[str, tuple[float, ...]]] = {}
         for (model, gpu_type), c in self._curves.items():
-            table = tuple(c.latency(max(b, 1)) for b in range(c.max_batch + 1))
-            self._tables.setdefault(model, {})[gpu_type] = table
+            self._tables.setdefault(model, {})[gpu_type] = c.latency_table()
         self._alpha = alpha
         self._spread = spread
         self._decay = decay_ms

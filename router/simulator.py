@@ -143,10 +143,7 @@ def profile_latency(
     sigma = math.sqrt(math.log1p(noise_cv**2)) if noise_cv > 0 else 0.0
 
     # l(n) at every integer n, as LatencyCurve.latency gives it (one lookup per batch).
-    tables = {
-        key: tuple(c.latency(max(b, 1)) for b in range(c.max_batch + 1))
-        for key, c in curves.items()
-    }
+    tables = {key: c.latency_table() for key, c in curves.items()}
 
     def latency(gpu: str, model: str, n: int) -> float:
         s = speed if isinstance(speed, int | float) else speed.get(gpu, 1.0)
