@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import resource
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -391,7 +390,7 @@ def setup_plans(s: Stage, convnet: bool, tiny: bool) -> None:
         if model == st.CONVNET:
             sizes = sorted({1, 2, 4, cfg.batch, 2 * cfg.batch})
             times = st.measure_latency_samples(s.fleet, model, sizes)
-            lat = {b: statistics.median(v) for b, v in times.items()}
+            lat = st.medians(times)
             slo = cfg.slo_factor * lat[cfg.batch]
             s.res.convnet = st.write_plan(
                 s.fleet, model, lat, cfg.batch, slo, cfg.headroom, out / "plan-convnet.json"

@@ -114,7 +114,11 @@ def measure_latency(
     """Median batch latency (gRPC round trip), all servers at once: on this machine they share
     the cores, so a server's batch time alone would overstate what the fleet can do. One
     input, `input`, of `shape` per sample (default: the example model's)."""
-    times = measure_latency_samples(fleet, model, batches, reps, shape)
+    return medians(measure_latency_samples(fleet, model, batches, reps, shape))
+
+
+def medians(times: dict[int, list[float]]) -> dict[int, float]:
+    """Each batch size's median timing."""
     return {b: statistics.median(v) for b, v in times.items()}
 
 

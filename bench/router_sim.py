@@ -24,9 +24,8 @@ from typing import Any
 from bench.router_setup import PlanSetup
 from bench.router_types import SIM_TRACES, Results, Row, SimRow
 from model_repo_tools.profiles import LatencyCurve
+from router.types import DROP_MODES
 from tnx.errors import UserInputError
-
-ROUTER_SYSTEMS = ("early", "lazy", "none")
 
 
 def sim_row(
@@ -87,7 +86,7 @@ def simulated_part(
     noise = conv.latency_cv.get(conv.batch, 0.0)
     found: list[SimRow] = []
     for m in rows:
-        if m.system not in ROUTER_SYSTEMS or m.sent == 0:
+        if m.system not in DROP_MODES or m.sent == 0:  # the router's systems, not Triton's
             continue
         variants = [(t, 1.0) for t in SIM_TRACES]
         speed = measured_speed(m, curve)

@@ -23,7 +23,7 @@ import typer
 
 from bench.heldout import rescaled_h200
 from bench.workloads import rescale, zipf_sessions
-from control.problem import pool
+from control.problem import GpuClass, pool
 from control.scheduler import Schedule, schedule
 from control.validate import validate_plan
 from model_repo_tools.profiles import ProfileSet
@@ -42,6 +42,13 @@ def _timed(fn, repeats: int) -> tuple[Schedule, float]:
     return out, statistics.median(times)
 
 
+def _setting(ps: ProfileSet, memory: float) -> tuple[dict, str, list[str], list[GpuClass]]:
+    """(curves, the GPU type, its models, a pool of that type with `memory` per GPU)."""
+    gpu_type = ps.gpu_types()[0]
+    models = sorted({p.model for p in ps.profiles if p.gpu_type == gpu_type})
+    return ps.curves(), gpu_type, models, pool(gpu_type, memory)
+
+
 def run_scale(
     ps: ProfileSet,
     counts: list[int],
@@ -51,10 +58,7 @@ def run_scale(
     max_moves: int | None,
     scratch: bool = True,
 ) -> Iterator[str]:
-    curves = ps.curves()
-    gpu_type = ps.gpu_types()[0]
-    models = sorted({p.model for p in ps.profiles if p.gpu_type == gpu_type})
-    classes = pool(gpu_type, memory)
+    curves, gpu_type, models, classes = _setting(ps, memory)
     yield (
         f"profiles: {len(models)} models on {gpu_type}, {memory:.3g} bytes per GPU, seed {seed}, "
         f"median of {repeats}, move budget {max_moves if max_moves is not None else 'default'}"
@@ -99,10 +103,7 @@ def run_ratios(
     absolute times by tens of per cent between runs, less within a round): a fresh plan
     of `large` sessions against one of `small`, and the ±30% re-plan of `large` against
     planning its new rates afresh."""
-    curves = ps.curves()
-    gpu_type = ps.gpu_types()[0]
-    models = sorted({p.model for p in ps.profiles if p.gpu_type == gpu_type})
-    classes = pool(gpu_type, memory)
+    curves, _, models, classes = _setting(ps, memory)
     few, many = zipf_sessions(models, small, seed), zipf_sessions(models, large, seed)
     previous = schedule(many, curves, classes).plan
     moved = rescale(many, seed + 1, CHANGES[-1])
