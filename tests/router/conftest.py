@@ -48,12 +48,22 @@ def write_inputs(folder: Path, fleet, tight: bool = False) -> tuple[Path, Path, 
     return paths
 
 
-@pytest.fixture(scope="module")
-def tiny(fleet):
-    """The fleet with MODEL loaded on every server (unloaded at the module's end)."""
+def load_warm(fleet, repo: Path, model: str = MODEL) -> None:
+    """Load `model` on every server of `fleet` as the control plane does (control.actuator's
+    override, whose `model_warmup` has Triton run it before it reports READY), so that the
+    first batches a test routes there do not pay for its first run."""
+    from control.actuator import Actuator
+
+    actuator = Actuator(fleet, repo)
     for g in fleet.gpus:
         with TritonServer(g.server) as s:
-            s.load(MODEL)
+            s.load(model, actuator.override(model, g, max_batch=8))
+
+
+@pytest.fixture(scope="module")
+def tiny(fleet, model_repo: Path):
+    """The fleet with MODEL loaded, warm, on every server (unloaded at the module's end)."""
+    load_warm(fleet, model_repo)
     yield fleet
     for g in fleet.gpus:
         with TritonServer(g.server) as s:

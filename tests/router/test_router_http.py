@@ -14,6 +14,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from model_repo_tools.triton_client import TritonServer
+from tests.router.conftest import load_warm
 
 pytestmark = pytest.mark.integration
 
@@ -46,11 +47,9 @@ def write_inputs(folder: Path, fleet, slo_ms: float = 200.0) -> tuple[Path, Path
 
 
 @pytest.fixture(scope="module")
-def loaded(fleet):
-    for g in fleet.gpus:
-        with TritonServer(g.server) as s:
-            for m in MODELS:
-                s.load(m)
+def loaded(fleet, model_repo: Path):
+    for m in MODELS:
+        load_warm(fleet, model_repo, m)
     yield fleet
     for g in fleet.gpus:
         with TritonServer(g.server) as s:

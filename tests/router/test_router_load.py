@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from model_repo_tools.triton_client import TritonServer
+from tests.router.conftest import load_warm
 from tests.router.test_router_http import write_inputs
 
 pytestmark = pytest.mark.integration
@@ -28,8 +28,7 @@ def one_server(model_repo: Path, tmp_path: Path):
 
     own_fleet = start_fleet(1, model_repo, tmp_path / "fleet")
     try:
-        with TritonServer(own_fleet.gpus[0].server) as s:
-            s.load("tiny_mlp")
+        load_warm(own_fleet, model_repo)
         yield own_fleet
     finally:
         # A test that fails while the server is stopped must not leave it stopped.
