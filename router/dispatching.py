@@ -18,13 +18,18 @@ from router.settle_index import catch_up
 from router.types import DEADLINE, EXPIRED, TOO_LARGE, Action, Dispatch, Drop, DropMode, Request
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class InFlight:
-    """A batch sent and not yet done."""
+    """A batch sent and not yet done. (Its own __init__: see router.types, Dispatch.)"""
 
     dispatch: Dispatch
     gpu_type: str
     started: float
+
+    def __init__(self, dispatch: Dispatch, gpu_type: str, started: float) -> None:
+        self.dispatch = dispatch
+        self.gpu_type = gpu_type
+        self.started = started
 
 
 class Dispatching:
@@ -88,16 +93,17 @@ class Dispatching:
     ) -> Dispatch | None:
         """Nexus's sliding window over `s`'s queue for a batch of at most `batch` samples."""
         q = s.queue
-        if q:
-            self._touched.add(s.index)
+        if not q:
+            return None
+        self._touched.add(s.index)
+        e = self.latency.estimator(g.id, g.gpu_type, s.model)  # profiled: PlanState.build
         while q:
             n, samples = q.window(batch)
             head = q.head()
-            curve = self.latency.curve(s.model, g.gpu_type)
-            if curve is None or samples > curve.max_batch:
+            if samples > e.max_batch:
                 out.append(Drop(q.pop(), TOO_LARGE))
                 continue
-            est = self.latency.estimate(g.id, g.gpu_type, s.model, samples, now)
+            est = e.estimate(samples, now)
             if self.mode == "early" and now + est > head.deadline:
                 out.append(Drop(q.pop(), self._late_reason(now, head)))
                 continue

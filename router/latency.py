@@ -113,6 +113,50 @@ class _Fit:
         self.sigma = math.sqrt(max(rss, 0.0) / w)
 
 
+class Estimator:
+    """l̂(b) of one model on one GPU: its profile as a table, and its fit once observed.
+
+    `LatencyModel.estimator` hands out one per (GPU, model), the same object for as long
+    as the model lives, so the policy can hold it where it would otherwise look up the
+    profile and the fit by name a few times per request.
+    """
+
+    __slots__ = ("curve", "gpu_type", "table", "max_batch", "monotone", "fit", "_spread", "_decay")
+
+    def __init__(
+        self, curve: LatencyCurve, table: tuple[float, ...], spread: float, decay: float
+    ) -> None:
+        self.curve = curve
+        self.gpu_type = curve.gpu_type
+        self.table = table
+        self.max_batch = len(table) - 1
+        # Whether the profile's l(b) never falls as b grows (the policy's backlog bound).
+        ys = curve.latencies_ms
+        self.monotone = all(a <= b for a, b in zip(ys, ys[1:], strict=False))
+        self.fit: _Fit | None = None
+        self._spread = spread
+        self._decay = decay
+
+    def profiled(self, samples: int) -> float:
+        """The profile's l(samples) in ms; raises ValueError above the profiled range."""
+        table = self.table
+        if 0 < samples < len(table):
+            return table[samples]
+        return self.curve.latency(samples)
+
+    def estimate(self, samples: int, now: float) -> float:
+        """Corrected l(samples) in ms at time `now`; raises ValueError above the profiled range."""
+        table = self.table
+        base = table[samples] if 0 < samples < len(table) else self.curve.latency(samples)
+        fit = self.fit
+        if fit is None:
+            return base
+        fitted = fit.scale * base + fit.overhead + self._spread * fit.sigma
+        age = now - fit.t
+        weight = 1.0 if age <= 0.0 else math.exp(-age / self._decay)
+        return max(base + weight * (fitted - base), _FLOOR * base)
+
+
 class LatencyModel:
     """Corrected l(b) per (gpu, model); curves keyed by (model, gpu_type) as ProfileSet.curves().
 
@@ -125,7 +169,15 @@ class LatencyModel:
       in the fit than a new one after a gap.
     """
 
-    __slots__ = ("_curves", "_tables", "_alpha", "_spread", "_decay", "_fits", "_fits_on")
+    __slots__ = (
+        "_curves",
+        "_tables",
+        "_alpha",
+        "_spread",
+        "_decay",
+        "_fits",
+        "_estimators",
+    )
 
     def __init__(
         self,
@@ -153,7 +205,7 @@ class LatencyModel:
         self._spread = spread
         self._decay = decay_ms
         self._fits: dict[tuple[str, str], _Fit] = {}
-        self._fits_on: dict[str, dict[str, _Fit]] = {}  # the same fits by GPU, then model
+        self._estimators: dict[str, dict[str, Estimator]] = {}  # by GPU, then model
 
     def curve(self, model: str, gpu_type: str) -> LatencyCurve | None:
         return self._curves.get((model, gpu_type))
@@ -178,15 +230,24 @@ class LatencyModel:
             return table[samples]
         return self._curves[(model, gpu_type)].latency(samples)
 
+    def estimator(self, gpu: str, gpu_type: str, model: str) -> Estimator:
+        """l̂ of `model` on `gpu` (of `gpu_type`): the same object at every call, its fit
+        following what `observe` sees. Raises KeyError for a pair without a profile."""
+        on = self._estimators.get(gpu)
+        if on is None:
+            on = self._estimators[gpu] = {}
+        e = on.get(model)
+        if e is None or e.gpu_type != gpu_type:  # new, or the GPU changed type in a new plan
+            curve = self._curves[(model, gpu_type)]
+            e = on[model] = Estimator(
+                curve, self._tables[model][gpu_type], self._spread, self._decay
+            )
+            e.fit = self._fits.get((gpu, model))
+        return e
+
     def estimate(self, gpu: str, gpu_type: str, model: str, samples: int, now: float) -> float:
         """Corrected l(samples) in ms at time `now`; raises ValueError above the profiled range."""
-        base = self.profiled(model, gpu_type, samples)
-        fits = self._fits_on.get(gpu)
-        fit = fits.get(model) if fits is not None else None
-        if fit is None:
-            return base
-        fitted = fit.scale * base + fit.overhead + self._spread * fit.sigma
-        return max(base + self._weight(fit, now) * (fitted - base), _FLOOR * base)
+        return self.estimator(gpu, gpu_type, model).estimate(samples, now)
 
     def _weight(self, fit: _Fit, now: float) -> float:
         age = now - fit.t
@@ -202,7 +263,7 @@ class LatencyModel:
         key = (gpu, model)
         fit = self._fits.get(key)
         if fit is None:
-            fit = self._fits[key] = self._fits_on.setdefault(gpu, {})[model] = _Fit()
+            fit = self._fits[key] = self.estimator(gpu, gpu_type, model).fit = _Fit()
             fit.restart(x, elapsed_ms, now)
         elif elapsed_ms < _GOOD_NEWS * (fit.scale * x + fit.overhead):
             fit.restart(x, elapsed_ms, now)

@@ -8,7 +8,6 @@ queues over. Pure, like the policy: every estimate takes `now`.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 
@@ -16,7 +15,7 @@ from control.prefix_rule import prefix_batches
 from control.types import Plan
 from model_repo_tools.prefix_names import parts
 from model_repo_tools.profiles import LatencyCurve
-from router.latency import LatencyModel
+from router.latency import Estimator, LatencyModel
 from router.queues import EdfQueue
 from router.types import Request
 from tnx.errors import UserInputError
@@ -40,11 +39,6 @@ def _prefix_groups(
     return {sid: p for p, run in runs.items() for sid in run.sessions}
 
 
-@functools.cache
-def _monotone(latencies: tuple[float, ...]) -> bool:
-    return all(a <= b for a, b in zip(latencies, latencies[1:], strict=False))
-
-
 @dataclass(slots=True)
 class SessionState:
     id: str
@@ -52,6 +46,7 @@ class SessionState:
     slo: float
     gpus: list[str]
     max_samples: int  # the largest request every GPU of the session can run alone
+    ests: list[Estimator] = field(default_factory=list)  # l̂ of its model on each of `gpus`
     batches: dict[str, int] = field(default_factory=dict)  # gpu -> planned batch
     queue: EdfQueue = field(default_factory=EdfQueue)
     last_dispatch: float = -math.inf
@@ -129,6 +124,7 @@ class PlanState:
                 s.max_samples = min(s.max_samples, curve.max_batch)
                 if gp.gpu not in s.gpus:
                     s.gpus.append(gp.gpu)
+                    s.ests.append(latency.estimator(gp.gpu, gp.gpu_type, a.model))
                     s.batches[gp.gpu] = a.batch
                     allocs.append((a.session, a.batch))
             gpus[gp.gpu] = GpuState(gp.gpu, gp.gpu_type, gp.duty_cycle_ms, allocs)
@@ -157,10 +153,11 @@ class PlanState:
         best: float | None = None
         if samples > s.max_samples:
             return None
-        for gid in s.gpus:
-            if gid in self.down:
+        down, ests = self.down, s.ests
+        for k, gid in enumerate(s.gpus):
+            if gid in down:
                 continue
-            est = self.latency.estimate(gid, self.gpus[gid].gpu_type, s.model, samples, now)
+            est = ests[k].estimate(samples, now)
             if best is None or est < best:
                 best = est
         return best
@@ -172,12 +169,13 @@ class PlanState:
         if samples > s.max_samples:
             return None
         best: float | None = None
-        for gid in s.gpus:
-            if gid in self.down:
+        down, ests = self.down, s.ests
+        for k, gid in enumerate(s.gpus):
+            if gid in down:
                 continue
-            gpu_type = self.gpus[gid].gpu_type
-            est = self.latency.estimate(gid, gpu_type, s.model, samples, now)
-            base = self.latency.profiled(s.model, gpu_type, samples)
+            e = ests[k]
+            est = e.estimate(samples, now)
+            base = e.profiled(samples)
             bound = est if est > base else base
             if best is None or bound < best:
                 best = bound
@@ -217,13 +215,11 @@ class PlanState:
         g.round_bound = sum(g.bounds.values())
 
     def _bound(self, g: GpuState, sid: str, batch: int, now: float) -> float:
-        model = self.sessions[sid].model
-        curve = self.latency.curve(model, g.gpu_type)
-        assert curve is not None  # checked by build
-        if not _monotone(curve.latencies_ms):
+        e = self.latency.estimator(g.id, g.gpu_type, self.sessions[sid].model)  # checked by build
+        if not e.monotone:
             return math.inf  # a smaller batch than planned is no faster only on a monotone curve
-        est = self.latency.estimate(g.id, g.gpu_type, model, batch, now)
-        base = self.latency.profiled(model, g.gpu_type, batch)
+        est = e.estimate(batch, now)
+        base = e.profiled(batch)
         return est if est > base else base
 
     def backlog_ms(self, now: float, s: SessionState, samples: int) -> float:

@@ -272,12 +272,14 @@ class Simulator:
                     del self._running[d.gpu]
                 started = self._started.pop(d.batch_id)
                 self._result.batches.append((started, t, d, "ok" if kind == _DONE else "failed"))
+                status: BatchStatus = "ok" if kind == _DONE else "failed"
                 if kind == _DONE:
                     for r in d.requests:
                         self._record(r, Answered(r, None, d.gpu, started, t), "answered twice")
-                    self._apply(p.batch_done(t, d.gpu, d.batch_id, "ok"))
+                if live is not None:
+                    self._apply(live.batch_done(t, d.gpu, d.batch_id, status))
                 else:
-                    self._apply(p.batch_done(t, d.gpu, d.batch_id, "failed"))
+                    self._apply(p.batch_done(t, d.gpu, d.batch_id, status))
             elif kind == _TIMER:
                 if data == self._timer_token:
                     self._apply(p.timer(t))
@@ -301,6 +303,10 @@ class Simulator:
         missing = [r.id for r, o in zip(reqs, self._outcomes, strict=True) if o is None]
         if missing:
             raise AssertionError(f"requests without an outcome: {missing[:10]}")
+        # `_record` trusts `slot`; a request of another run found a place only by chance.
+        for r, got in zip(reqs, self._outcomes, strict=True):
+            if got is not None and got.request is not r:
+                raise AssertionError(f"request {got.request.id} is not one of this run's")
         res.outcomes = self._outcomes  # type: ignore[assignment]  # no None left
         if reqs:
             res.duration_ms = max(r.arrival for r in reqs) - min(r.arrival for r in reqs)
@@ -309,7 +315,7 @@ class Simulator:
     def _record(self, r: Request, outcome: Outcome, twice: str) -> None:
         """`r`'s one outcome; a request not of this run, or a second outcome, is a bug."""
         k = r.slot
-        if not (0 <= k < len(self._reqs) and self._reqs[k] is r):
+        if not 0 <= k < len(self._outcomes):
             raise AssertionError(f"request {r.id} is not one of this run's")
         if self._outcomes[k] is not None:
             raise AssertionError(f"request {r.id} {twice}")

@@ -15,7 +15,7 @@ request one final `Outcome`: `Answered` (a result) or `Dropped` (a reason).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 DropMode = Literal["early", "lazy", "none"]
@@ -60,7 +60,13 @@ class Request:
     slot: int = -1
 
 
-@dataclass(slots=True, frozen=True, eq=False)
+# The records made per request or per batch (Dispatch, Drop, Answered, Dropped) write their
+# own __init__: compiled (router.native), a dataclass's generated one stays interpreted and
+# costs twice as much per object, three and a half times frozen; they are not frozen for
+# the same reason, and nothing changes them once made.
+
+
+@dataclass(slots=True, eq=False, init=False)
 class Dispatch:
     """Run `requests` (earliest deadline first) as one batch on `gpu`.
 
@@ -79,13 +85,37 @@ class Dispatch:
     batch_id: int
     n_samples: int
     expected_ms: float
-    suffixes: tuple[tuple[str, int], ...] = ()
+    suffixes: tuple[tuple[str, int], ...]
+
+    def __init__(
+        self,
+        gpu: str,
+        session: str,
+        model: str,
+        requests: tuple[Request, ...],
+        batch_id: int,
+        n_samples: int,
+        expected_ms: float,
+        suffixes: tuple[tuple[str, int], ...] = (),
+    ) -> None:
+        self.gpu = gpu
+        self.session = session
+        self.model = model
+        self.requests = requests
+        self.batch_id = batch_id
+        self.n_samples = n_samples
+        self.expected_ms = expected_ms
+        self.suffixes = suffixes
 
 
-@dataclass(slots=True, frozen=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class Drop:
     request: Request
     reason: str
+
+    def __init__(self, request: Request, reason: str) -> None:
+        self.request = request
+        self.reason = reason
 
 
 @dataclass(slots=True, frozen=True)
@@ -98,7 +128,7 @@ class WakeAt:
 Action = Dispatch | Drop | WakeAt
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class Answered:
     """A request served: `result` is the backend's slice for it."""
 
@@ -107,6 +137,15 @@ class Answered:
     gpu: str
     dispatched: float
     finished: float
+
+    def __init__(
+        self, request: Request, result: Any, gpu: str, dispatched: float, finished: float
+    ) -> None:
+        self.request = request
+        self.result = result
+        self.gpu = gpu
+        self.dispatched = dispatched
+        self.finished = finished
 
     @property
     def late(self) -> bool:
@@ -117,14 +156,20 @@ class Answered:
         return self.finished - self.request.arrival
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class Dropped:
     """A request answered without service; `reason` is one of the constants above."""
 
     request: Request
     reason: str
     at: float
-    detail: str = field(default="")
+    detail: str
+
+    def __init__(self, request: Request, reason: str, at: float, detail: str = "") -> None:
+        self.request = request
+        self.reason = reason
+        self.at = at
+        self.detail = detail
 
 
 Outcome = Answered | Dropped
