@@ -229,13 +229,18 @@ class Simulator:
         `switches` installs each plan at its time (`policy.switch_plan`).
         """
         reqs = self._reqs = list(arrivals)
-        self._outcomes = [None] * len(reqs)
-        for k, r in enumerate(reqs):
+        n_arr = len(reqs)
+        self._outcomes = [None] * n_arr
+        in_order = True
+        for k in range(n_arr):
+            r = reqs[k]
             r.slot = k
+            if k and r.arrival < reqs[k - 1].arrival:
+                in_order = False
         # Arrivals are read in time order beside the heap rather than pushed into it; at
-        # equal times they come first, as if pushed before every other event.
-        order = sorted(reqs, key=lambda r: r.arrival)
-        n_arr = len(order)
+        # equal times they come first, as if pushed before every other event. (Traces come
+        # in order: the sort, stable, is then skipped.)
+        order = reqs if in_order else sorted(reqs, key=lambda r: r.arrival)
         i = 0
         for o in outages:
             self._push(o.start, _DOWN, o.gpu)
@@ -300,16 +305,20 @@ class Simulator:
         if not p.closed:
             self._apply(p.shutdown(self._now))
         res = self._result
-        missing = [r.id for r, o in zip(reqs, self._outcomes, strict=True) if o is None]
+        outcomes = self._outcomes
+        missing: list[int | str] = []
+        for k in range(n_arr):
+            got = outcomes[k]
+            if got is None:
+                missing.append(reqs[k].id)
+            elif got.request is not reqs[k]:
+                # `_record` trusts `slot`: a request of another run found a place by chance.
+                raise AssertionError(f"request {got.request.id} is not one of this run's")
         if missing:
             raise AssertionError(f"requests without an outcome: {missing[:10]}")
-        # `_record` trusts `slot`; a request of another run found a place only by chance.
-        for r, got in zip(reqs, self._outcomes, strict=True):
-            if got is not None and got.request is not r:
-                raise AssertionError(f"request {got.request.id} is not one of this run's")
         res.outcomes = self._outcomes  # type: ignore[assignment]  # no None left
-        if reqs:
-            res.duration_ms = max(r.arrival for r in reqs) - min(r.arrival for r in reqs)
+        if order:
+            res.duration_ms = order[-1].arrival - order[0].arrival
         return res
 
     def _record(self, r: Request, outcome: Outcome, twice: str) -> None:
