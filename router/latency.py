@@ -116,18 +116,17 @@ class _Fit:
 class Estimator:
     """l̂(b) of one model on one GPU: its profile as a table, and its fit once observed.
 
-    `LatencyModel.estimator` hands out one per (GPU, model), the same object for as long
-    as the model lives, so the policy can hold it where it would otherwise look up the
+    `LatencyModel.estimator` hands out one per (GPU, GPU type, model), the same object for
+    as long as the model lives, so the policy can hold it where it would otherwise look up the
     profile and the fit by name a few times per request.
     """
 
-    __slots__ = ("curve", "gpu_type", "table", "max_batch", "monotone", "fit", "_spread", "_decay")
+    __slots__ = ("curve", "table", "max_batch", "monotone", "fit", "_spread", "_decay")
 
     def __init__(
         self, curve: LatencyCurve, table: tuple[float, ...], spread: float, decay: float
     ) -> None:
         self.curve = curve
-        self.gpu_type = curve.gpu_type
         self.table = table
         self.max_batch = len(table) - 1
         # Whether the profile's l(b) never falls as b grows (the policy's backlog bound).
@@ -205,7 +204,8 @@ class LatencyModel:
         self._spread = spread
         self._decay = decay_ms
         self._fits: dict[tuple[str, str], _Fit] = {}
-        self._estimators: dict[str, dict[str, Estimator]] = {}  # by GPU, then model
+        # By GPU, GPU type (a GPU id may come back as another type in a new plan), model.
+        self._estimators: dict[str, dict[str, dict[str, Estimator]]] = {}
 
     def curve(self, model: str, gpu_type: str) -> LatencyCurve | None:
         return self._curves.get((model, gpu_type))
@@ -232,12 +232,16 @@ class LatencyModel:
 
     def estimator(self, gpu: str, gpu_type: str, model: str) -> Estimator:
         """l̂ of `model` on `gpu` (of `gpu_type`): the same object at every call, its fit
-        following what `observe` sees. Raises KeyError for a pair without a profile."""
-        on = self._estimators.get(gpu)
+        (shared by the GPU's estimators of `model`, whatever their type) following what
+        `observe` sees. Raises KeyError for a pair without a profile."""
+        by_type = self._estimators.get(gpu)
+        if by_type is None:
+            by_type = self._estimators[gpu] = {}
+        on = by_type.get(gpu_type)
         if on is None:
-            on = self._estimators[gpu] = {}
+            on = by_type[gpu_type] = {}
         e = on.get(model)
-        if e is None or e.gpu_type != gpu_type:  # new, or the GPU changed type in a new plan
+        if e is None:
             curve = self._curves[(model, gpu_type)]
             e = on[model] = Estimator(
                 curve, self._tables[model][gpu_type], self._spread, self._decay
@@ -263,7 +267,12 @@ class LatencyModel:
         key = (gpu, model)
         fit = self._fits.get(key)
         if fit is None:
-            fit = self._fits[key] = self.estimator(gpu, gpu_type, model).fit = _Fit()
+            fit = self._fits[key] = _Fit()
+            self.estimator(gpu, gpu_type, model)
+            for on in self._estimators[gpu].values():  # one fit per (GPU, model), any type
+                e = on.get(model)
+                if e is not None:
+                    e.fit = fit
             fit.restart(x, elapsed_ms, now)
         elif elapsed_ms < _GOOD_NEWS * (fit.scale * x + fit.overhead):
             fit.restart(x, elapsed_ms, now)

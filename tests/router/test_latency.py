@@ -35,6 +35,20 @@ def test_no_observation_is_the_profile() -> None:
     assert lm.estimate("g", "t", "m", 8, 0.0) == 2.0
 
 
+def test_an_estimator_held_before_the_first_observation_follows_the_fit() -> None:
+    """The policy holds each (GPU, model)'s Estimator from the plan's start; the fit made
+    later, also from a batch of the GPU's previous type (a plan switch that changed it),
+    must reach every estimator of that GPU and model."""
+    lm = LatencyModel(curves(m=CURVE) | {("m", "u"): curves(m=CURVE)[("m", "t")]}, spread=0.0)
+    held, other_type = lm.estimator("g", "t", "m"), lm.estimator("g", "u", "m")
+    elsewhere = lm.estimator("h", "t", "m")
+    assert lm.estimator("g", "t", "m") is held
+    lm.observe("g", "u", "m", 8, 6.0, 1.0)
+    assert held.estimate(8, 1.0) == pytest.approx(6.0) == other_type.estimate(8, 1.0)
+    assert held.estimate(8, 1.0) == lm.estimate("g", "t", "m", 8, 1.0)
+    assert elsewhere.estimate(8, 1.0) == 2.0  # another GPU keeps its profile
+
+
 def test_fixed_overhead_is_added_not_multiplied() -> None:
     lm = _model(spread=0.0)
     lat = curves(m=CURVE)[("m", "t")].latency
