@@ -17,7 +17,7 @@ import pytest
 
 from bench.query_models import EXPAND, FANOUT, export_expand
 from model_repo_tools.triton_client import TritonServer
-from tests.router.conftest import MODEL, plan_gpus
+from tests.router.conftest import MODEL, load_warm, plan_gpus
 
 pytestmark = pytest.mark.integration
 SLO_MS = 400.0
@@ -26,14 +26,13 @@ BUDGETS = {"expand": 150.0, "mlp": 250.0}
 
 @pytest.fixture(scope="module")
 def pipeline(fleet, model_repo: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The fleet with `expand` (added to the repository for this module) and tiny_mlp loaded."""
+    """The fleet with `expand` (added to the repository for this module) and tiny_mlp loaded,
+    warm."""
     from model_repo_tools.repository import add_model
 
     folder = add_model(export_expand(tmp_path_factory.mktemp("expand")), model_repo, max_batch=64)
-    for g in fleet.gpus:
-        with TritonServer(g.server) as s:
-            s.load(EXPAND)
-            s.load(MODEL)
+    for model in (EXPAND, MODEL):
+        load_warm(fleet, model_repo, model)
     yield fleet
     for g in fleet.gpus:
         with TritonServer(g.server) as s:
