@@ -225,10 +225,14 @@ class PlanState:
     def backlog_ms(self, now: float, s: SessionState, samples: int) -> float:
         """Predicted time until a request of `samples` joining the back of `s`'s queue is
         answered: the queue ahead served at the rate the session's up GPUs give it, then its
-        own batch on the fastest of them."""
+        own batch on the fastest of them. A GPU's round is `s`'s planned batch and, of each
+        other session with work, the batch it would take now (its queue, at most its planned
+        batch): counting a full planned batch for a session with one request queued refused
+        part of every burst (BENCHMARKS.md, "Simulator")."""
         rate = 0.0  # samples per ms
         finish = math.inf
         ahead = s.queue.samples
+        sessions = self.sessions
         for gid in s.gpus:
             if gid in self.down:
                 continue
@@ -236,9 +240,14 @@ class PlanState:
             b = s.batches[gid]
             round_ms = 0.0
             for sid, sb in g.sessions:
-                if sid == s.id or self.sessions[sid].queue:
-                    other = self.sessions[sid].model
-                    round_ms += self.latency.estimate(gid, g.gpu_type, other, sb, now)
+                if sid == s.id:
+                    round_ms += self.latency.estimate(gid, g.gpu_type, s.model, sb, now)
+                    continue
+                other = sessions[sid]
+                queued = other.queue.samples
+                if queued:
+                    turn = sb if queued > sb else queued
+                    round_ms += self.latency.estimate(gid, g.gpu_type, other.model, turn, now)
             rate += b / max(round_ms, 1e-3)
             own = min(b, ahead + samples)
             finish = min(finish, self.latency.estimate(gid, g.gpu_type, s.model, own, now))

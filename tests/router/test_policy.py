@@ -249,6 +249,19 @@ def test_a_request_the_queue_ahead_would_make_late_is_refused_at_the_door() -> N
     assert p.admit(0.0, "nope", 50.0) == "no_session"
 
 
+def test_at_the_door_a_neighbour_s_turn_is_the_batch_it_would_take_now() -> None:
+    """A GPU's round is the session's planned batch and, of each other session with work,
+    what its queue holds up to its planned batch: one request queued there is a turn of
+    l(1) = 5 ms, not l(4) = 8 ms (which refused part of every burst)."""
+    p = BatchPolicy(plan(("g0", 40.0, [("s", "m", 4, 50.0), ("o", "m", 4, 50.0)])), curves())
+    _fill(p, 1 + 12)  # one in flight, 12 queued
+    _fill(p, 1, start=100, session="o")
+    # 12 / (4 / (8 + 5)) + l(4) = 47 ms: in time (a full turn for o would make it 56).
+    assert p.admit(0.0, "s", 50.0) is None
+    _fill(p, 3, start=101, session="o")  # o holds its planned batch: 12 / (4 / 16) + 8 = 56
+    assert p.admit(0.0, "s", 50.0) == "deadline"
+
+
 def test_door_refusal_is_only_for_early_drop() -> None:
     for mode in ("lazy", "none"):
         p = one_gpu_policy(batch=4, slo=50.0, drop=mode)  # type: ignore[arg-type]
