@@ -238,8 +238,8 @@ class Simulator:
             if k and r.arrival < reqs[k - 1].arrival:
                 in_order = False
         # Arrivals are read in time order beside the heap rather than pushed into it; at
-        # equal times they come first, as if pushed before every other event. (Traces come
-        # in order: the sort, stable, is then skipped.)
+        # equal times they come first, as if pushed before every other event. A trace already
+        # in time order (they all are) is read as it is, as the stable sort would leave it.
         order = reqs if in_order else sorted(reqs, key=lambda r: r.arrival)
         i = 0
         for o in outages:
@@ -276,8 +276,8 @@ class Simulator:
                 if self._running.get(d.gpu, (None,))[0] is d:
                     del self._running[d.gpu]
                 started = self._started.pop(d.batch_id)
-                self._result.batches.append((started, t, d, "ok" if kind == _DONE else "failed"))
                 status: BatchStatus = "ok" if kind == _DONE else "failed"
+                self._result.batches.append((started, t, d, status))
                 if kind == _DONE:
                     for r in d.requests:
                         self._record(r, Answered(r, None, d.gpu, started, t), "answered twice")
