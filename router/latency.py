@@ -113,6 +113,12 @@ class _Fit:
         self.sigma = math.sqrt(max(rss, 0.0) / w)
 
 
+def _faded(fit: _Fit, now: float, decay_ms: float) -> float:
+    """The weight a fit is applied with at `now`: e^(-age/decay), 1 while fresh."""
+    age = now - fit.t
+    return 1.0 if age <= 0.0 else math.exp(-age / decay_ms)
+
+
 class Estimator:
     """l̂(b) of one model on one GPU: its profile as a table, and its fit once observed.
 
@@ -145,15 +151,12 @@ class Estimator:
 
     def estimate(self, samples: int, now: float) -> float:
         """Corrected l(samples) in ms at time `now`; raises ValueError above the profiled range."""
-        table = self.table
-        base = table[samples] if 0 < samples < len(table) else self.curve.latency(samples)
+        base = self.profiled(samples)
         fit = self.fit
         if fit is None:
             return base
         fitted = fit.scale * base + fit.overhead + self._spread * fit.sigma
-        age = now - fit.t
-        weight = 1.0 if age <= 0.0 else math.exp(-age / self._decay)
-        return max(base + weight * (fitted - base), _FLOOR * base)
+        return max(base + _faded(fit, now, self._decay) * (fitted - base), _FLOOR * base)
 
 
 class LatencyModel:
@@ -193,13 +196,10 @@ class LatencyModel:
         if decay_ms <= 0:
             raise ValueError(f"decay_ms must be > 0, got {decay_ms}")
         self._curves = dict(curves)
-        # l(b) at every integer batch, as `LatencyCurve.latency` gives it: the policy asks
-        # for it a few times per request, and a list index costs less than a bisection.
-        # By model, then GPU type: string keys, whose hashes are cached, where a tuple key
-        # would be built and hashed at every call.
-        self._tables: dict[str, dict[str, tuple[float, ...]]] = {}
-        for (model, gpu_type), c in self._curves.items():
-            self._tables.setdefault(model, {})[gpu_type] = c.latency_table()
+        # l(b) at every integer batch (`LatencyCurve.latency_table`; the policy asks a few
+        # times per request, and an index costs less than a bisection), made once per curve
+        # and shared by the estimators of every GPU of its type.
+        self._tables: dict[tuple[str, str], tuple[float, ...]] = {}
         self._alpha = alpha
         self._spread = spread
         self._decay = decay_ms
@@ -217,18 +217,11 @@ class LatencyModel:
         fit = self._fits.get((gpu, model))
         if fit is None:
             return _NONE
-        return Correction(fit.scale, fit.overhead, fit.sigma, self._weight(fit, now))
+        return Correction(fit.scale, fit.overhead, fit.sigma, _faded(fit, now, self._decay))
 
     def corrections(self, now: float) -> dict[tuple[str, str], Correction]:
         """(gpu, model) → its correction now, for every pair observed so far (metrics)."""
         return {key: self.correction(*key, now) for key in self._fits}
-
-    def profiled(self, model: str, gpu_type: str, samples: int) -> float:
-        """The profile's l(samples) in ms; raises ValueError above the profiled range."""
-        table = self._tables[model][gpu_type]
-        if 0 < samples < len(table):
-            return table[samples]
-        return self._curves[(model, gpu_type)].latency(samples)
 
     def estimator(self, gpu: str, gpu_type: str, model: str) -> Estimator:
         """l̂ of `model` on `gpu` (of `gpu_type`): the same object at every call, its fit
@@ -242,10 +235,12 @@ class LatencyModel:
             on = by_type[gpu_type] = {}
         e = on.get(model)
         if e is None:
-            curve = self._curves[(model, gpu_type)]
-            e = on[model] = Estimator(
-                curve, self._tables[model][gpu_type], self._spread, self._decay
-            )
+            key = (model, gpu_type)
+            curve = self._curves[key]
+            table = self._tables.get(key)
+            if table is None:
+                table = self._tables[key] = curve.latency_table()
+            e = on[model] = Estimator(curve, table, self._spread, self._decay)
             e.fit = self._fits.get((gpu, model))
         return e
 
@@ -253,26 +248,22 @@ class LatencyModel:
         """Corrected l(samples) in ms at time `now`; raises ValueError above the profiled range."""
         return self.estimator(gpu, gpu_type, model).estimate(samples, now)
 
-    def _weight(self, fit: _Fit, now: float) -> float:
-        age = now - fit.t
-        return 1.0 if age <= 0.0 else math.exp(-age / self._decay)
-
     def observe(
         self, gpu: str, gpu_type: str, model: str, samples: int, elapsed_ms: float, now: float
     ) -> None:
-        curve = self._curves.get((model, gpu_type))
-        if self._alpha == 0.0 or curve is None or elapsed_ms <= 0 or samples > curve.max_batch:
+        if self._alpha == 0.0 or (model, gpu_type) not in self._curves or elapsed_ms <= 0:
             return
-        x = self.profiled(model, gpu_type, samples)
-        key = (gpu, model)
-        fit = self._fits.get(key)
+        e = self.estimator(gpu, gpu_type, model)
+        if samples > e.max_batch:
+            return
+        x = e.profiled(samples)
+        fit = e.fit
         if fit is None:
-            fit = self._fits[key] = _Fit()
-            self.estimator(gpu, gpu_type, model)
+            fit = self._fits[(gpu, model)] = _Fit()
             for on in self._estimators[gpu].values():  # one fit per (GPU, model), any type
-                e = on.get(model)
-                if e is not None:
-                    e.fit = fit
+                other = on.get(model)
+                if other is not None:
+                    other.fit = fit
             fit.restart(x, elapsed_ms, now)
         elif elapsed_ms < _GOOD_NEWS * (fit.scale * x + fit.overhead):
             fit.restart(x, elapsed_ms, now)

@@ -233,15 +233,16 @@ class PlanState:
         finish = math.inf
         ahead = s.queue.samples
         sessions = self.sessions
-        for gid in s.gpus:
+        for k, gid in enumerate(s.gpus):
             if gid in self.down:
                 continue
             g = self.gpus[gid]
             b = s.batches[gid]
+            mine = s.ests[k]
             round_ms = 0.0
             for sid, sb in g.sessions:
                 if sid == s.id:
-                    round_ms += self.latency.estimate(gid, g.gpu_type, s.model, sb, now)
+                    round_ms += mine.estimate(sb, now)
                     continue
                 other = sessions[sid]
                 queued = other.queue.samples
@@ -250,7 +251,7 @@ class PlanState:
                     round_ms += self.latency.estimate(gid, g.gpu_type, other.model, turn, now)
             rate += b / max(round_ms, 1e-3)
             own = min(b, ahead + samples)
-            finish = min(finish, self.latency.estimate(gid, g.gpu_type, s.model, own, now))
+            finish = min(finish, mine.estimate(own, now))
         return ahead / rate + finish if rate > 0 else math.inf
 
     def same_model(self, model: str, slo: float) -> SessionState | None:
